@@ -1,0 +1,85 @@
+"""Shared pieces of the built-in cells: activations, initializers, checks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "linear": lambda a: a,
+}
+RECURRENT_INITS = ("normal", "orthogonal", "identity")
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64, "bfloat16": jnp.bfloat16}
+
+
+def choose(kind: str, value, allowed):
+    """Return ``value`` if it is in ``allowed``, else raise a one-line error."""
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; choose from {sorted(allowed)}")
+    return value
+
+
+def activation(name: str):
+    return ACTIVATIONS[choose("activation", name, ACTIVATIONS)]
+
+
+def dtype_of(dtype):
+    """Accept 'float32'/'float64' or a numpy/jax dtype."""
+    if isinstance(dtype, str):
+        return DTYPES[choose("dtype", dtype, DTYPES)]
+    return jnp.dtype(dtype)
+
+
+def positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def normal(key, shape, std, dtype):
+    """``N(0, std^2)`` entries."""
+    return std * jax.random.normal(key, shape, dtype)
+
+
+def recurrent_matrix(key, n, init, scale, dtype, blocks=1):
+    """``[n, blocks * n]`` recurrent kernel, each ``[n, n]`` block drawn by ``init``.
+
+    normal: ``W_ij ~ N(0, scale^2 / n)``; orthogonal: ``scale * Q`` (Haar);
+    identity: ``scale * I``.
+    """
+    choose("recurrent_init", init, RECURRENT_INITS)
+    keys = jax.random.split(key, blocks)
+    if init == "normal":
+        mats = [normal(k, (n, n), scale / jnp.sqrt(n), dtype) for k in keys]
+    elif init == "orthogonal":
+        ortho = jax.nn.initializers.orthogonal(scale=scale)
+        mats = [ortho(k, (n, n), dtype) for k in keys]
+    else:
+        mats = [scale * jnp.eye(n, dtype=dtype) for _ in keys]
+    return jnp.concatenate(mats, axis=1)
+
+
+def input_matrix(key, input_size, width, scale, dtype):
+    """``[I, width]`` input kernel with entries ``N(0, scale^2 / I)``."""
+    positive_int("input_size", input_size)
+    return normal(key, (input_size, width), scale / jnp.sqrt(input_size), dtype)
+
+
+def check_input(cell: str, x, w_ih):
+    """Raise if ``x: [B, I]`` does not match the ``[I, ...]`` input kernel."""
+    expected = w_ih.shape[0]
+    if x.ndim < 2 or x.shape[-1] != expected:
+        raise ValueError(
+            f"{cell}: input x has shape {tuple(x.shape)}, expected [B, {expected}] "
+            f"(input_size={expected} at init; xs must be [T, B, {expected}])"
+        )
+
+
+def check_state(cell: str, name: str, h, hidden_size: int):
+    if h.ndim < 2 or h.shape[-1] != hidden_size:
+        raise ValueError(
+            f"{cell}: carry {name} has shape {tuple(h.shape)}, expected [B, {hidden_size}]"
+        )
