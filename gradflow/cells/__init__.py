@@ -11,6 +11,9 @@ from __future__ import annotations
 import inspect
 
 from gradflow._cell import Cell
+from gradflow.cells._adapters import from_function as from_function
+from gradflow.cells._adapters import from_linen as from_linen
+from gradflow.cells._adapters import from_nnx as from_nnx
 from gradflow.cells._combinators import bidirectional as bidirectional
 from gradflow.cells._combinators import bidirectional_xs as bidirectional_xs
 from gradflow.cells._combinators import bidirectional_ys as bidirectional_ys
@@ -20,6 +23,10 @@ from gradflow.cells._depth import plain as plain
 from gradflow.cells._depth import residual as residual
 from gradflow.cells._gru import gru as gru
 from gradflow.cells._gru import mgu as mgu
+from gradflow.cells._layouts import from_linen_params as from_linen_params
+from gradflow.cells._layouts import from_torch as from_torch
+from gradflow.cells._layouts import to_linen_params as to_linen_params
+from gradflow.cells._layouts import to_torch as to_torch
 from gradflow.cells._lstm import lstm as lstm
 from gradflow.cells._rnn import rnn as rnn
 

@@ -28,8 +28,12 @@ def activation(name: str):
 
 def dtype_of(dtype):
     """Accept 'float32'/'float64' or a numpy/jax dtype."""
-    if isinstance(dtype, str):
-        return DTYPES[choose("dtype", dtype, DTYPES)]
+    dtype = DTYPES[choose("dtype", dtype, DTYPES)] if isinstance(dtype, str) else jnp.dtype(dtype)
+    if jnp.dtype(dtype).itemsize == 8 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            f"dtype {jnp.dtype(dtype).name} needs 64-bit JAX: call "
+            "jax.config.update('jax_enable_x64', True) first"
+        )
     return jnp.dtype(dtype)
 
 

@@ -1,0 +1,64 @@
+"""Exponential decay fits of per-step gradient norms."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+LN10 = 2.302585092994046
+
+
+class DecayFit(NamedTuple):
+    """Least-squares fit ``ln ||dL/dh_t|| ~ a + rate * k`` with ``k = T - t`` steps back.
+
+    ``rate < 0``: the gradient vanishes going back, ``half_life = ln 2 / |rate|``
+    steps; ``rate > 0``: it explodes and ``half_life`` is the doubling length.
+    ``r2`` is the coefficient of determination. All NaN when fewer than two
+    finite points lie in the window.
+    """
+
+    rate: jnp.ndarray
+    half_life: jnp.ndarray
+    r2: jnp.ndarray
+
+
+def decay_fit(log10_norms, window: tuple[int, int] | None = None) -> DecayFit:
+    """Fit the per-step log-rate of ``log10_norms: [T+1]`` (entry t = after t steps).
+
+    Args:
+      log10_norms: ``[T+1]``; entries that are -inf (zero gradient) or NaN are
+        left out of the fit.
+      window: ``(k_min, k_max)`` in steps back from the loss, inclusive;
+        ``None`` fits all steps.
+
+    Returns:
+      ``DecayFit`` of scalars.
+
+    Example::
+
+        decay_fit(jnp.log10(0.5 ** jnp.arange(10.0, -1, -1))).rate  # ln 0.5
+    """
+    y = jnp.asarray(log10_norms) * LN10
+    n = y.shape[-1]
+    k = jnp.arange(n - 1, -1, -1, dtype=y.dtype)
+    mask = jnp.isfinite(y)
+    if window is not None:
+        k_min, k_max = window
+        mask &= (k >= k_min) & (k <= k_max)
+    w = mask.astype(y.dtype)
+    y = jnp.where(mask, y, 0.0)
+    count = w.sum()
+    k_mean = (w * k).sum() / count
+    y_mean = (w * y).sum() / count
+    dk = jnp.where(mask, k - k_mean, 0.0)
+    dy = jnp.where(mask, y - y_mean, 0.0)
+    var_k = (dk * dk).sum()
+    rate = (dk * dy).sum() / var_k
+    ss_tot = (dy * dy).sum()
+    ss_res = jnp.square(dy - rate * dk).sum()
+    r2 = jnp.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 1.0)
+    ok = count >= 2
+    nan = jnp.asarray(jnp.nan, y.dtype)
+    rate = jnp.where(ok, rate, nan)
+    return DecayFit(rate, jnp.log(2.0) / jnp.abs(rate), jnp.where(ok, r2, nan))

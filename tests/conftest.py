@@ -1,0 +1,15 @@
+"""Test setup: float64 available everywhere (tests pick dtypes explicitly)."""
+
+import jax
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+
+def tree_allclose(a, b, *, rtol, atol=0.0):
+    """Assert two pytrees have the same structure and close leaves."""
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    assert ta == tb, f"tree structures differ: {ta} vs {tb}"
+    for x, y in zip(la, lb, strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
