@@ -69,7 +69,10 @@ def readout_loss(ys, carry):
 
 
 def final_loss(ys, carry):
-    return sum(jnp.sum(jnp.tanh(c) * (1 + jnp.arange(c.size).reshape(c.shape) % 3)) for c in jax.tree_util.tree_leaves(carry))
+    return sum(
+        jnp.sum(jnp.tanh(c) * (1 + jnp.arange(c.size).reshape(c.shape) % 3))
+        for c in jax.tree_util.tree_leaves(carry)
+    )
 
 
 def every_step_loss(ys, carry):

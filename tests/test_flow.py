@@ -236,5 +236,7 @@ def test_residual_stack_keeps_gradient_through_100_layers_plain_does_not():
     assert not 0.1 <= ratios["plain"] <= 10.0, ratios
     # SCIENCE.md: a plain tanh stack at sigma_w^2 = 0.5 falls far below (ordered phase)
     cell = cells.get("plain", width=128, depth=100, weight_scale=0.5**0.5)
-    res = gradflow.gradient_flow(cell, cell.init(jax.random.key(0), 128), x0, None, lambda ys, x: jnp.sum(x * v))
+    res = gradflow.gradient_flow(
+        cell, cell.init(jax.random.key(0), 128), x0, None, lambda ys, x: jnp.sum(x * v)
+    )
     assert float(res.log10_norms[0] - res.log10_norms[-1]) < -12

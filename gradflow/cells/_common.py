@@ -84,6 +84,4 @@ def check_input(cell: str, x, w_ih):
 
 def check_state(cell: str, name: str, h, hidden_size: int):
     if h.ndim < 2 or h.shape[-1] != hidden_size:
-        raise ValueError(
-            f"{cell}: carry {name} has shape {tuple(h.shape)}, expected [B, {hidden_size}]"
-        )
+        raise ValueError(f"{cell}: carry {name} has shape {tuple(h.shape)}, expected [B, {hidden_size}]")

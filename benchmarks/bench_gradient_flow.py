@@ -1,0 +1,214 @@
+"""Speed of gradient_flow, as ratios measured side by side in one process.
+
+    python benchmarks/bench_gradient_flow.py            # full sizes (~5 min on 2 CPU cores)
+    python benchmarks/bench_gradient_flow.py --quick    # tiny sizes, checks the script runs
+
+Prints one line per target with the median times and their ratio:
+  1. gradient_flow (norms + log10 norms + param grads) vs jax.grad of the same
+     loss w.r.t. params (LSTM, T=1000, B=32, H=128, float32; target <= 1.5, aim 1.1);
+  2. one backward pass per t vs gradient_flow at T=200 (target >= 10x);
+  3. compile time at T=10,000 vs T=10 (target <= 1.5);
+  4. gradflow LSTM fwd+bwd vs flax.linen.RNN(OptimizedLSTMCell) (target <= 1.1);
+  5. remat: peak memory at T=100,000 (H=128, B=8; target < 2 GB) and time overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradflow
+from gradflow import cells
+
+
+def interleaved_medians(fns: dict, reps: int) -> dict:
+    """Median wall time of each jitted fn, calls interleaved so drift hits all alike."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def setup(T, B, H, I, seed=0):
+    cell = cells.get("lstm", hidden_size=H)
+    params = cell.init(jax.random.key(seed), I)
+    xs = jax.random.normal(jax.random.key(seed + 1), (T, B, I), jnp.float32)
+    return cell, params, cell.initial_carry(B), xs
+
+
+def loss_fn(ys, carry):
+    return jnp.mean(carry[1] ** 2)
+
+
+def bench_vs_grad(T, B, H, I, reps):
+    cell, params, carry0, xs = setup(T, B, H, I)
+
+    def plain(p):
+        carry, ys = gradflow.unroll(cell, p, carry0, xs)
+        return loss_fn(ys, carry)
+
+    grad = jax.jit(jax.grad(plain))
+    flow = jax.jit(lambda p: gradflow.gradient_flow(cell, p, carry0, xs, loss_fn))
+    res = flow(params)
+    underflow = bool(np.any(np.asarray(jax.tree_util.tree_leaves(res.norms)[1]) == 0.0))
+    t = interleaved_medians({"grad": lambda: grad(params), "flow": lambda: flow(params)}, reps)
+    ratio = t["flow"] / t["grad"]
+    print(
+        f"[1] gradient_flow vs jax.grad   LSTM T={T} B={B} H={H}: "
+        f"{t['flow'] * 1e3:.1f} ms vs {t['grad'] * 1e3:.1f} ms  ratio {ratio:.3f}  "
+        f"(target <= 1.5, aim 1.1; float32 norms underflow: {underflow}, "
+        f"min log10 norm {float(jnp.min(res.total_log10_norms)):.1f})"
+    )
+    return ratio
+
+
+def bench_vs_per_t(T, B, H, I, reps):
+    cell, params, carry0, xs = setup(T, B, H, I)
+
+    def loss_with_eps(eps, t):
+        def body(carry, inp):
+            s, x = inp
+            c, h = carry
+            return cell.step(params, (c + (s == t) * eps[0], h + (s == t) * eps[1]), x)
+
+        carry, ys = jax.lax.scan(body, carry0, (jnp.arange(T), xs))
+        return loss_fn(ys, carry)
+
+    grad_t = jax.jit(jax.grad(loss_with_eps))
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, carry0)
+
+    def per_t():
+        return [jnp.linalg.norm(grad_t(zeros, t)[1]) for t in range(T + 1)]
+
+    flow = jax.jit(lambda p: gradflow.gradient_flow(cell, p, carry0, xs, loss_fn))
+    t = interleaved_medians({"per_t": per_t, "flow": lambda: flow(params)}, max(3, reps // 3))
+    ratio = t["per_t"] / t["flow"]
+    print(
+        f"[2] one backward pass per t vs gradient_flow, T={T}: "
+        f"{t['per_t']:.2f} s vs {t['flow'] * 1e3:.1f} ms  speed-up {ratio:.1f}x  (target >= 10x)"
+    )
+    return ratio
+
+
+def compile_seconds(T, B, H, I):
+    cell, params, carry0, xs = setup(T, B, H, I)
+    fn = jax.jit(lambda p, xs: gradflow.gradient_flow(cell, p, carry0, xs, loss_fn))
+    t0 = time.perf_counter()
+    fn.lower(params, xs).compile()
+    return time.perf_counter() - t0
+
+
+def bench_compile(B, H, I, long_T, reps):
+    short, long = [], []
+    for _ in range(reps):
+        short.append(compile_seconds(10, B, H, I))
+        long.append(compile_seconds(long_T, B, H, I))
+    ratio = float(np.median(long) / np.median(short))
+    print(
+        f"[3] compile time T={long_T} vs T=10: {np.median(long):.2f} s vs {np.median(short):.2f} s  "
+        f"ratio {ratio:.2f}  (target <= 1.5)"
+    )
+    return ratio
+
+
+def bench_vs_flax(T, B, H, I, reps):
+    cell, params, carry0, xs = setup(T, B, H, I)
+    xs_bt = jnp.swapaxes(xs, 0, 1)  # flax RNN is batch-major
+    rnn = nn.RNN(nn.OptimizedLSTMCell(H))
+    variables = rnn.init(jax.random.key(2), xs_bt)
+
+    def flax_loss(v):
+        return jnp.mean(rnn.apply(v, xs_bt)[:, -1] ** 2)
+
+    def ours(p):
+        carry, ys = gradflow.unroll(cell, p, carry0, xs)
+        return jnp.mean(ys[-1] ** 2)
+
+    g_flax = jax.jit(jax.grad(flax_loss))
+    g_ours = jax.jit(jax.grad(ours))
+    t = interleaved_medians({"flax": lambda: g_flax(variables), "ours": lambda: g_ours(params)}, reps)
+    ratio = t["ours"] / t["flax"]
+    print(
+        f"[4] gradflow lstm vs flax.linen.RNN(OptimizedLSTMCell) fwd+bwd T={T} B={B} H={H}: "
+        f"{t['ours'] * 1e3:.1f} ms vs {t['flax'] * 1e3:.1f} ms  ratio {ratio:.3f}  (target <= 1.1)"
+    )
+    return ratio
+
+
+def _remat_child(T, B, H, I, remat):
+    """Run in a fresh process: one gradient_flow call; print wall time and peak RSS."""
+    cell, params, carry0, xs = setup(T, B, H, I)
+    fn = jax.jit(lambda p: gradflow.gradient_flow(cell, p, carry0, xs, loss_fn, remat=remat))
+    jax.block_until_ready(fn(params))
+    t0 = time.perf_counter()
+    res = jax.block_until_ready(fn(params))
+    wall = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ok = bool(np.all(np.isfinite(np.asarray(res.total_log10_norms))))
+    print(json.dumps({"wall": wall, "peak_mb": peak_mb, "finite": ok}))
+
+
+def _child(T, B, H, I, remat):
+    cmd = [sys.executable, __file__, "--child", json.dumps([T, B, H, I, remat])]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def bench_remat(long_T, mid_T, B, H, I):
+    big = _child(long_T, B, H, I, True)
+    with_remat = _child(mid_T, B, H, I, True)
+    without = _child(mid_T, B, H, I, None)
+    overhead = with_remat["wall"] / without["wall"]
+    print(
+        f"[5] remat T={long_T} H={H} B={B}: peak RSS {big['peak_mb']:.0f} MB (target < 2048), "
+        f"{big['wall']:.1f} s, log10 norms finite: {big['finite']}; at T={mid_T}: remat "
+        f"{with_remat['wall']:.2f} s / {with_remat['peak_mb']:.0f} MB vs none {without['wall']:.2f} s / "
+        f"{without['peak_mb']:.0f} MB, time overhead {overhead:.2f}x"
+    )
+    return big["peak_mb"], overhead
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the script runs")
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--only", default="12345", help="which benchmarks, e.g. --only 14")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _remat_child(*json.loads(args.child))
+        return
+    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
+    q = args.quick
+    B, H, I = (4, 16, 8) if q else (32, 128, 32)
+    reps = 3 if q else args.reps
+    if "1" in args.only:
+        bench_vs_grad(50 if q else 1000, B, H, I, reps)
+    if "2" in args.only:
+        bench_vs_per_t(20 if q else 200, B, H, I, reps)
+    if "3" in args.only:
+        bench_compile(B, H, I, 1000 if q else 10_000, 1 if q else 3)
+    if "4" in args.only:
+        bench_vs_flax(50 if q else 1000, B, H, I, reps)
+    if "5" in args.only:
+        bench_remat(2000 if q else 100_000, 500 if q else 10_000, 8, 16 if q else 128, I)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The ``gradflow`` command: a thin shell over the library (I/O only here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+EPILOG = """examples:
+  gradflow list
+  gradflow measure lstm -T 200 --set forget_bias=3
+  gradflow measure rnn --set weight_scale=1.5 --set hidden_size=256 --json
+  gradflow measure residual --set depth=100"""
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def _parse_sets(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set hidden_size=64")
+        try:
+            options[key] = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            raise CliError(f"--set {pair!r}: cannot read value {value!r}") from None
+    return options
+
+
+def _cmd_list(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gradflow import cells
+
+    table = Table(title="gradflow cells (gradflow.cells.get(name, **options))")
+    table.add_column("cell", style="bold")
+    table.add_column("options (default)")
+    for name in cells.names():
+        opts = cells.options(name)
+        size, *rest = opts
+        shown = [f"{size} (required)"] + [f"{k}={opts[k]!r}" for k in rest]
+        table.add_row(name, ", ".join(shown))
+    Console().print(table)
+    return 0
+
+
+def _cmd_measure(args) -> int:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import gradflow
+    from gradflow import cells
+
+    options = _parse_sets(args.set)
+    if args.cell not in cells.names():
+        raise CliError(f"unknown cell {args.cell!r}; choose from {cells.names()}")
+    size_key = next(iter(cells.options(args.cell)))
+    options.setdefault(size_key, 64)
+    if "depth" in cells.options(args.cell):
+        options.setdefault("depth", args.steps)
+    try:
+        cell = cells.get(args.cell, **options)
+    except (ValueError, TypeError) as err:
+        raise CliError(str(err)) from None
+    k_init, k_x, k_h = jax.random.split(jax.random.key(args.seed), 3)
+    if cell.params_per_step:
+        width = options[size_key]
+        params = cell.init(k_init, width)
+        carry0 = jax.random.normal(k_h, (args.batch, width), jnp.result_type(params["w"]))
+        xs = None
+    else:
+        params = cell.init(k_init, args.input_size)
+        carry0 = cell.initial_carry(args.batch)
+        dtype = jax.tree_util.tree_leaves(carry0)[0].dtype
+        xs = jax.random.normal(k_x, (args.steps, args.batch, args.input_size), dtype)
+        if args.cell == "bidirectional":
+            xs = cells.bidirectional_xs(xs)
+    if args.loss == "final":
+
+        def loss_fn(ys, carry):
+            return sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(carry)) / args.batch
+    else:
+
+        def loss_fn(ys, carry):
+            return sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(ys)) / args.batch
+
+    res = gradflow.gradient_flow(cell, params, carry0, xs, loss_fn)
+    paths = [_carry_label(args.cell, p) for p, _ in jax.tree_util.tree_leaves_with_path(res.log10_norms)]
+    rows = []
+    for path, log10, fit in zip(
+        paths,
+        jax.tree_util.tree_leaves(res.log10_norms),
+        jax.tree_util.tree_leaves(res.fit, is_leaf=lambda x: isinstance(x, gradflow.DecayFit)),
+        strict=True,
+    ):
+        rows.append(
+            {
+                "carry": path,
+                "log10_norm_first": float(log10[0]),
+                "log10_norm_last": float(log10[-1]),
+                "rate_per_step": float(fit.rate),
+                "half_life_steps": float(fit.half_life),
+                "r2": float(fit.r2),
+            }
+        )
+    summary = {
+        "cell": args.cell,
+        "options": options,
+        "steps": int(np.shape(res.total_log10_norms)[0] - 1),
+        "loss": args.loss,
+        "carry": rows,
+        "total_rate_per_step": float(res.total_fit.rate),
+        "nonfinite_step": int(res.nonfinite_step),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    _print_measure(summary)
+    return 0
+
+
+def _carry_label(cell: str, path) -> str:
+    """'h' for a bare carry, 'c'/'h' for an LSTM, else the pytree path."""
+    import jax
+
+    if not path:
+        return "h"
+    if cell == "lstm" and len(path) == 1:
+        return ("c", "h", "gates")[path[0].idx]
+    return jax.tree_util.keystr(path)
+
+
+def _print_measure(summary: dict) -> None:
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"{summary['cell']} {summary['options']}, T = {summary['steps']}, loss on {summary['loss']}"
+    table = Table(title=title)
+    for col in ("carry", "log10 |dL/dh_0|", "log10 |dL/dh_T|", "rate / step", "half-life", "R^2"):
+        table.add_column(col, justify="right")
+    for row in summary["carry"]:
+        rate = row["rate_per_step"]
+        life = row["half_life_steps"]
+        kind = "halves" if rate < 0 else "doubles"
+        table.add_row(
+            row["carry"],
+            f"{row['log10_norm_first']:.2f}",
+            f"{row['log10_norm_last']:.2f}",
+            f"{rate:+.4f}",
+            f"{kind} every {life:.3g}" if np.isfinite(life) else "-",
+            f"{row['r2']:.3f}",
+        )
+    console = Console()
+    console.print(table)
+    if summary["nonfinite_step"] >= 0:
+        console.print(f"[red]the carry became inf/NaN at step {summary['nonfinite_step']}[/red]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradflow",
+        description="Measure how gradients vanish or explode through time and depth.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p_list = sub.add_parser("list", help="list the cells and their options")
+    p_list.set_defaults(func=_cmd_list)
+    p_m = sub.add_parser(
+        "measure",
+        help="per-step gradient norms of one cell at init, with the decay fit",
+        description="Run gradient_flow on a cell at initialization with random N(0,1) inputs "
+        "and print log10 ||dL/dh_t|| at both ends, the per-step rate and the half-life.",
+    )
+    p_m.add_argument("cell", help="cell name (see `gradflow list`)")
+    p_m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="cell option")
+    p_m.add_argument("-T", "--steps", type=int, default=100, help="sequence length (default 100)")
+    p_m.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
+    p_m.add_argument("--input-size", type=int, default=8, help="input size (default 8)")
+    p_m.add_argument("--seed", type=int, default=0)
+    p_m.add_argument("--loss", choices=["final", "every_step"], default="final")
+    p_m.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p_m.set_defaults(func=_cmd_measure)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    for name in ("steps", "batch", "input_size"):
+        if getattr(args, name, 1) < 1:
+            print(f"gradflow: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"gradflow: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
