@@ -135,7 +135,7 @@ def bench_vs_flax(T, B, H, I, reps):
         return jnp.mean(rnn.apply(v, xs_bt)[:, -1] ** 2)
 
     def ours(p):
-        carry, ys = gradflow.unroll(cell, p, carry0, xs)
+        _, ys = gradflow.unroll(cell, p, carry0, xs)
         return jnp.mean(ys[-1] ** 2)
 
     g_flax = jax.jit(jax.grad(flax_loss))

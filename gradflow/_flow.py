@@ -247,9 +247,9 @@ def gradient_flow(
     length = _validate(step, params, carry0, xs, loss_fn, per_step)
     if fit_window is not None:
         fit_window = tuple(int(k) for k in fit_window)
-    if remat is not None and remat is not True and remat != "sqrt":
-        if isinstance(remat, bool) or not isinstance(remat, int) or remat < 1:
-            raise ValueError(f"remat must be True, 'sqrt' or a positive segment length, got {remat!r}")
+    bad_length = isinstance(remat, bool) or not isinstance(remat, int) or remat < 1
+    if remat is not None and remat is not True and remat != "sqrt" and bad_length:
+        raise ValueError(f"remat must be True, 'sqrt' or a positive segment length, got {remat!r}")
     remat = remat or None
     return _flow_jit(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length)
 
