@@ -291,11 +291,12 @@ def _validate(step, params, carry0, xs, loss_fn, per_step) -> int:
     except (ValueError, TypeError) as err:
         raise ValueError(f"step(params, carry0, xs[0]) failed: {str(err).splitlines()[0]}") from None
     if jax.tree_util.tree_structure(carry1) != jax.tree_util.tree_structure(carry0) or any(
-        a.shape != jnp.shape(b) for a, b in zip(carry_leaves, jax.tree_util.tree_leaves(carry1), strict=True)
+        jnp.shape(a) != b.shape or jnp.result_type(a) != b.dtype
+        for a, b in zip(carry_leaves, jax.tree_util.tree_leaves(carry1), strict=True)
     ):
         raise ValueError(
             f"carry0 does not match the carry that step returns: carry0 is {_shapes(carry0)}, "
-            f"step returns {_shapes(carry1)}"
+            f"step returns {_shapes(carry1)} (for a dtype change: give params, carry0 and xs one dtype)"
         )
     ys = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((length, *a.shape), a.dtype), y)
     out = jax.eval_shape(loss_fn, ys, carry1)
