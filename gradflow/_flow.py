@@ -1,22 +1,25 @@
 """Per-step gradient norms ``||dL/dh_t||`` of a scanned cell, in one backward pass.
 
-How it works: the scan body is wrapped in two identity ops with custom VJPs.
-``_tap`` sits before each step. On the way back it reads the carry cotangent
-(its per-leaf norms are returned as the "gradient" of a zero dummy input, so
-the norms of all steps come out of the single ``jax.grad``), rescales the
-cotangent to unit norm and adds the log of the scale to the cotangent of a
-scalar ``s`` threaded through the carry. So the backward vector never under-
-or overflows; its true size is ``||g|| * exp(S)`` with ``S`` the cotangent of
-``s``. The parameter cotangent of the step is converted back to true units
-(``* exp(S)``) as it leaves ``_tap``, so ``grads`` are the ordinary gradient.
-``_inject`` sits after each step and brings a per-step loss term (cotangent of
-``y``, in true units) into the same scale as the carry cotangent.
+How it works: the scan body is wrapped in identity ops with custom VJPs.
+``_tap`` sits on the carry before each step. On the way back it reads the
+carry cotangent (its per-leaf norms are returned as the "gradient" of a zero
+dummy input, so the norms of all steps come out of the single ``jax.grad``),
+rescales the cotangent to unit norm and adds the log of the scale to the
+cotangent of a scalar ``s`` threaded through the carry. So the backward vector
+never under- or overflows; its true size is ``||g|| * exp(S)`` with ``S`` the
+cotangent of ``s``. ``_param_tap`` sits on the params the step reads and turns
+their cotangent back into true units (``* exp(S)``), so ``grads`` are the
+ordinary gradient; it depends on the params alone, so the scan still treats
+them as loop-invariant (no per-step copies of the weights are saved).
+``_inject`` sits after each step and brings a per-step loss term (cotangent
+of ``y``, true units) into the carry cotangent's scale.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -40,9 +43,10 @@ class GradientFlow(NamedTuple):
       total_log10_norms: ``[T+1]``, log10 of the norm over all carry leaves.
       grads: ``dL/dparams``, shaped like params.
       step_grad_log10_norms: ``[T]``; entry t-1 is log10 of the norm of the
-        parameter-gradient contribution of step t (the step from h_{t-1} to h_t).
+        parameter-gradient contribution of step t (the step from h_{t-1} to h_t);
+        ``None`` with ``step_shares=False``.
       grad_share: ``[T]``, those norms divided by their sum: how far back the
-        weight update learns from.
+        weight update learns from; ``None`` with ``step_shares=False``.
       fit: ``DecayFit`` per carry leaf (leaves are scalars).
       total_fit: ``DecayFit`` of ``total_log10_norms``.
       nonfinite_step: first t whose carry h_t holds inf/NaN, -1 if none.
@@ -79,29 +83,58 @@ def _usable(log_scale):
 
 
 @jax.custom_vjp
-def _tap(params, carry, s, d, w):
-    del d, w
-    return params, carry, s
+def _tap(carry, s, d, tz, t):
+    del d, tz, t
+    return carry, s
 
 
-def _tap_fwd(params, carry, s, d, w):
-    return _tap(params, carry, s, d, w), None
+def _tap_fwd(carry, s, d, tz, t):
+    return _tap(carry, s, d, tz, t), t
 
 
-def _tap_bwd(_, cts):
-    g_params, g_carry, big_s = cts
+def _tap_bwd(t, cts):
+    g_carry, big_s = cts
     dtype = big_s.dtype
-    shift = big_s / LN10
-    d_ct = jax.tree_util.tree_map(lambda g: _log10_norm(g, dtype) + shift, g_carry)
+    d_ct = jax.tree_util.tree_map(lambda g: _log10_norm(g, dtype) + big_s / LN10, g_carry)
     log_n = _log10_norm(g_carry, dtype) * LN10
     log_n = jnp.where(_usable(log_n), log_n, 0.0)
     g_carry = jax.tree_util.tree_map(lambda g: g * jnp.exp(-log_n).astype(g.dtype), g_carry)
-    w_ct = _log10_norm(g_params, dtype) + shift
-    g_params = jax.tree_util.tree_map(lambda g: g * jnp.exp(big_s).astype(g.dtype), g_params)
-    return g_params, g_carry, big_s + log_n, d_ct, w_ct
+    # the "cotangent" of tz hands the step index to _param_tap's backward
+    return g_carry, big_s + log_n, d_ct, t.astype(dtype), jnp.zeros_like(t)
 
 
 _tap.defvjp(_tap_fwd, _tap_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _param_tap(with_norm, params, slots):
+    """``(params, 0, 0)``; backward: params cotangent ``* exp(S)`` (S = the first
+    0's cotangent). With ``with_norm``, ``slots: [T]`` gets log10 of this
+    step's param-gradient norm at the step index (the second 0's cotangent).
+
+    It reads only loop-invariant inputs, so the scan keeps the weights
+    loop-invariant (no per-step copies saved for the backward pass).
+    """
+    del with_norm
+    zero = jnp.zeros((), slots.dtype)
+    return params, zero, zero
+
+
+def _param_tap_fwd(with_norm, params, slots):
+    return _param_tap(with_norm, params, slots), slots.shape[0]
+
+
+def _param_tap_bwd(with_norm, n_slots, cts):
+    g_params, big_s, t = cts
+    slot_ct = jnp.zeros((n_slots,), big_s.dtype)
+    if with_norm:
+        log10 = _log10_norm(g_params, big_s.dtype) + big_s / LN10
+        slot_ct = jnp.where(jnp.arange(n_slots) == t, log10, slot_ct)
+    g_params = jax.tree_util.tree_map(lambda g: g * jnp.exp(big_s).astype(g.dtype), g_params)
+    return g_params, slot_ct
+
+
+_param_tap.defvjp(_param_tap_fwd, _param_tap_bwd)
 
 
 @jax.custom_vjp
@@ -152,26 +185,26 @@ def _scan(body, init, xs, length, remat):
     return carry, ys
 
 
-def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length):
+def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length, step_shares):
     dtype = jnp.result_type(*_float_leaves(carry0))
     d0 = jax.tree_util.tree_map(lambda _: jnp.zeros((length + 1,), dtype), carry0)
-    w0 = jnp.zeros((length,), dtype)
+    w0 = jnp.zeros((length if step_shares else 1,), dtype)
 
     def objective(params, d, w):
         def body(state, inp):
             carry, s = state
-            p, x, d_t, w_t = inp
-            p = params if p is None else p
-            p, carry, s = _tap(p, carry, s, d_t, w_t)
+            p, x, d_t, t = inp
+            p, s_p, tz = _param_tap(step_shares, params if p is None else p, w)
+            carry, s = _tap(carry, s, d_t, tz, t)
             carry, y = step(p, carry, x)
-            carry, y, s = _inject(carry, y, s)
+            carry, y, s = _inject(carry, y, s + s_p)
             return (carry, s), (y, _all_finite(carry))
 
         d_steps = jax.tree_util.tree_map(lambda a: a[:length], d)
-        inputs = (params if per_step else None, xs, d_steps, w)
+        inputs = (params if per_step else None, xs, d_steps, jnp.arange(length, dtype=dtype))
         (carry, s), (ys, finite) = _scan(body, (carry0, jnp.zeros((), dtype)), inputs, length, remat)
-        d_last = jax.tree_util.tree_map(lambda a: a[length], d)
-        _, carry, s = _tap((), carry, s, d_last, jnp.zeros((), dtype))
+        zero = jnp.zeros((), dtype)
+        carry, s = _tap(carry, s, jax.tree_util.tree_map(lambda a: a[length], d), zero, zero)
         loss = loss_fn(ys, carry)
         # `0 * s` keeps the cotangents non-symbolic, so _tap's backward always runs
         # (also when the loss ignores the final carry).
@@ -187,7 +220,12 @@ def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length
     t = jnp.arange(length + 1)
     nonfinite_step = jnp.min(jnp.where(finite, length + 1, t))
     bad_grad = jnp.isnan(total) | (total == jnp.inf)
-    share = jnp.exp((step_log10 - jnp.max(step_log10)) * LN10)
+    share = None
+    if step_shares:
+        share = jnp.exp((step_log10 - jnp.max(step_log10)) * LN10)
+        share = share / jnp.sum(share)
+    else:
+        step_log10 = None
     return GradientFlow(
         loss=loss,
         norms=jax.tree_util.tree_map(lambda a: jnp.power(10.0, a).astype(a.dtype), log10_norms),
@@ -195,7 +233,7 @@ def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length
         total_log10_norms=total,
         grads=grads,
         step_grad_log10_norms=step_log10,
-        grad_share=share / jnp.sum(share),
+        grad_share=share,
         fit=jax.tree_util.tree_map(lambda a: decay_fit(a, fit_window), log10_norms),
         total_fit=decay_fit(total, fit_window),
         nonfinite_step=jnp.where(nonfinite_step > length, -1, nonfinite_step),
@@ -203,7 +241,7 @@ def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length
     )
 
 
-_flow_jit = jax.jit(_flow, static_argnums=(0, 4, 5, 6, 7, 8))
+_flow_jit = jax.jit(_flow, static_argnums=(0, 4, 5, 6, 7, 8, 9))
 
 
 def gradient_flow(
@@ -216,6 +254,7 @@ def gradient_flow(
     fit_window: tuple[int, int] | None = None,
     remat: bool | int | str | None = None,
     params_per_step: bool | None = None,
+    step_shares: bool = True,
 ) -> GradientFlow:
     """Per-step gradient norms ``||dL/dh_t||``, t = 0..T, and ``dL/dparams`` in one backward pass.
 
@@ -231,6 +270,10 @@ def gradient_flow(
         segments (``jax.checkpoint``) so memory grows like sqrt(T).
       params_per_step: params carry a leading ``[T]`` axis sliced per step
         (depth stacks); taken from the ``Cell`` when one is given.
+      step_shares: also compute each step's share of ``grads``
+        (``step_grad_log10_norms``, ``grad_share``); it adds an O(T) vector
+        update per step, so ``False`` (both fields ``None``) saves a little
+        at very large T.
 
     Returns:
       ``GradientFlow``; ``norms[t]`` is the norm of the gradient with respect to
@@ -251,7 +294,9 @@ def gradient_flow(
     if remat is not None and remat is not True and remat != "sqrt" and bad_length:
         raise ValueError(f"remat must be True, 'sqrt' or a positive segment length, got {remat!r}")
     remat = remat or None
-    return _flow_jit(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length)
+    return _flow_jit(
+        step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length, bool(step_shares)
+    )
 
 
 def _shapes(tree):
@@ -272,8 +317,13 @@ def _validate(step, params, carry0, xs, loss_fn, per_step) -> int:
     if per_step:
         lengths |= {a.shape[0] for a in jax.tree_util.tree_leaves(params)}
     if len(lengths) != 1:
-        what = "xs and the per-step params" if per_step else "xs"
-        raise ValueError(f"{what} must share one leading time axis [T, ...]; got {_shapes(xs)}")
+        if per_step:
+            layers = sorted({a.shape[0] for a in jax.tree_util.tree_leaves(params)})
+            raise ValueError(
+                f"xs must have one entry per layer: the stack has L = {layers} layers, xs is {_shapes(xs)} "
+                "(pass xs=None for a depth stack without inputs)"
+            )
+        raise ValueError(f"xs must share one leading time axis [T, ...]; got {_shapes(xs)}")
     (length,) = lengths
     if length < 1:
         raise ValueError("xs has T = 0 steps; expected at least one")
@@ -288,7 +338,7 @@ def _validate(step, params, carry0, xs, loss_fn, per_step) -> int:
     p0 = first(params) if per_step else params
     try:
         carry1, y = jax.eval_shape(step, p0, carry0, first(xs))
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
         raise ValueError(f"step(params, carry0, xs[0]) failed: {str(err).splitlines()[0]}") from None
     if jax.tree_util.tree_structure(carry1) != jax.tree_util.tree_structure(carry0) or any(
         jnp.shape(a) != b.shape or jnp.result_type(a) != b.dtype

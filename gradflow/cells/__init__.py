@@ -35,8 +35,10 @@ def _stacked_by_name(
     hidden_size: int, *, cell: str = "lstm", num_layers: int = 2, dropout: float = 0.0, cell_options=None
 ) -> Cell:
     """``num_layers`` cells named ``cell`` (same ``cell_options``) stacked; see ``stacked``."""
+    from gradflow.cells._common import positive_int
+
     layer = get(cell, hidden_size=hidden_size, **(cell_options or {}))
-    return stacked([layer] * num_layers, dropout=dropout)
+    return stacked([layer] * positive_int("num_layers", num_layers), dropout=dropout)
 
 
 def _bidirectional_by_name(hidden_size: int, *, cell: str = "lstm", cell_options=None) -> Cell:

@@ -12,13 +12,13 @@ ACTIVATIONS = {
     "linear": lambda a: a,
 }
 RECURRENT_INITS = ("normal", "orthogonal", "identity")
-DTYPES = {"float32": jnp.float32, "float64": jnp.float64, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 
 
 def choose(kind: str, value, allowed):
     """Return ``value`` if it is in ``allowed``, else raise a one-line error."""
     if value not in allowed:
-        raise ValueError(f"unknown {kind} {value!r}; choose from {sorted(allowed)}")
+        raise ValueError(f"unknown {kind} {value!r}; choose from {sorted(allowed, key=str)}")
     return value
 
 
@@ -28,7 +28,8 @@ def activation(name: str):
 
 def dtype_of(dtype):
     """Accept 'float32'/'float64' or a numpy/jax dtype."""
-    dtype = DTYPES[choose("dtype", dtype, DTYPES)] if isinstance(dtype, str) else jnp.dtype(dtype)
+    name = dtype if isinstance(dtype, str) else getattr(jnp.dtype(dtype), "name", str(dtype))
+    dtype = DTYPES[choose("dtype", name, DTYPES)]
     if jnp.dtype(dtype).itemsize == 8 and not jax.config.jax_enable_x64:
         raise ValueError(
             f"dtype {jnp.dtype(dtype).name} needs 64-bit JAX: call "
@@ -83,5 +84,9 @@ def check_input(cell: str, x, w_ih):
 
 
 def check_state(cell: str, name: str, h, hidden_size: int):
+    if not hasattr(h, "ndim"):
+        raise ValueError(
+            f"{cell}: carry {name} is a {type(h).__name__}, expected one [B, {hidden_size}] array"
+        )
     if h.ndim < 2 or h.shape[-1] != hidden_size:
         raise ValueError(f"{cell}: carry {name} has shape {tuple(h.shape)}, expected [B, {hidden_size}]")

@@ -95,10 +95,16 @@ def lstm(
 
     def step(params, carry, x):
         c.check_input("lstm", x, params["w_ih"])
-        if len(carry) != (3 if gate_recurrence else 2):
+        if not isinstance(carry, tuple | list) or len(carry) != (3 if gate_recurrence else 2):
+            got = (
+                f"an array of shape {tuple(carry.shape)}"
+                if hasattr(carry, "shape")
+                else f"{len(carry)} parts"
+            )
             raise ValueError(
-                f"lstm: carry has {len(carry)} parts, expected "
+                f"lstm: carry is {got}, expected the tuple "
                 + ("(c, h, gates)" if gate_recurrence else "(c, h)")
+                + f" of [B, {H}] arrays"
             )
         cell, h = carry[0], carry[1]
         c.check_state("lstm", "c", cell, H)
