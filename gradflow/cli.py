@@ -51,12 +51,9 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_measure(args) -> int:
-    import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    import gradflow
-    from gradflow import cells
+    from gradflow import cells, sweep
 
     options = _parse_sets(args.set)
     if args.cell not in cells.names():
@@ -66,75 +63,36 @@ def _cmd_measure(args) -> int:
     if "depth" in cells.options(args.cell):
         options.setdefault("depth", args.steps)
     try:
-        cell = cells.get(args.cell, **options)
+        cells.get(args.cell, **options)  # validate before compiling
+        inputs = sweep.Inputs(size=args.input_size, steps=args.steps, batch=args.batch)
+        res, _ = sweep.measure_runs(args.cell, [options], [args.seed], inputs, loss=args.loss)
     except (ValueError, TypeError) as err:
-        raise CliError(str(err)) from None
-    k_init, k_x, k_h = jax.random.split(jax.random.key(args.seed), 3)
-    if cell.params_per_step:
-        width = options[size_key]
-        params = cell.init(k_init, width)
-        carry0 = jax.random.normal(k_h, (args.batch, width), jnp.result_type(params["w"]))
-        xs = None
-    else:
-        params = cell.init(k_init, args.input_size)
-        carry0 = cell.initial_carry(args.batch)
-        dtype = jax.tree_util.tree_leaves(carry0)[0].dtype
-        xs = jax.random.normal(k_x, (args.steps, args.batch, args.input_size), dtype)
-        if args.cell == "bidirectional":
-            xs = cells.bidirectional_xs(xs)
-    if args.loss == "final":
-
-        def loss_fn(ys, carry):
-            return sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(carry)) / args.batch
-    else:
-
-        def loss_fn(ys, carry):
-            return sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(ys)) / args.batch
-
-    res = gradflow.gradient_flow(cell, params, carry0, xs, loss_fn)
-    paths = [_carry_label(args.cell, p) for p, _ in jax.tree_util.tree_leaves_with_path(res.log10_norms)]
-    rows = []
-    for path, log10, fit in zip(
-        paths,
-        jax.tree_util.tree_leaves(res.log10_norms),
-        jax.tree_util.tree_leaves(res.fit, is_leaf=lambda x: isinstance(x, gradflow.DecayFit)),
-        strict=True,
-    ):
-        rows.append(
-            {
-                "carry": path,
-                "log10_norm_first": float(log10[0]),
-                "log10_norm_last": float(log10[-1]),
-                "rate_per_step": float(fit.rate),
-                "half_life_steps": float(fit.half_life),
-                "r2": float(fit.r2),
-            }
-        )
+        raise CliError(str(err).splitlines()[0]) from None
+    rows = [
+        {
+            "carry": part,
+            "log10_norm_first": float(log10[0, 0]),
+            "log10_norm_last": float(log10[0, -1]),
+            "rate_per_step": float(res.rate[part][0]),
+            "half_life_steps": float(res.half_life[part][0]),
+            "r2": float(res.r2[part][0]),
+        }
+        for part, log10 in res.log10_norms.items()
+    ]
     summary = {
         "cell": args.cell,
         "options": options,
-        "steps": int(np.shape(res.total_log10_norms)[0] - 1),
+        "steps": int(np.shape(res.total_log10_norms)[1] - 1),
         "loss": args.loss,
         "carry": rows,
-        "total_rate_per_step": float(res.total_fit.rate),
-        "nonfinite_step": int(res.nonfinite_step),
+        "total_rate_per_step": float(res.total_rate[0]),
+        "nonfinite_step": int(res.nonfinite_step[0]),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
     _print_measure(summary)
     return 0
-
-
-def _carry_label(cell: str, path) -> str:
-    """'h' for a bare carry, 'c'/'h' for an LSTM, else the pytree path."""
-    import jax
-
-    if not path:
-        return "h"
-    if cell == "lstm" and len(path) == 1:
-        return ("c", "h", "gates")[path[0].idx]
-    return jax.tree_util.keystr(path)
 
 
 def _print_measure(summary: dict) -> None:
@@ -186,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_m.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     p_m.add_argument("--input-size", type=int, default=8, help="input size (default 8)")
     p_m.add_argument("--seed", type=int, default=0)
-    p_m.add_argument("--loss", choices=["final", "every_step"], default="final")
+    p_m.add_argument("--loss", choices=["final", "every_step", "readout"], default="final")
     p_m.add_argument("--json", action="store_true", help="print the summary as JSON")
     p_m.set_defaults(func=_cmd_measure)
     return parser

@@ -1,0 +1,214 @@
+"""Many runs of one cell at initialization, compiled once per shape.
+
+Runs that differ only in seeds or in scalar init options (``weight_scale``,
+``bias_scale``, ``forget_bias``, ...) share one compiled, vmapped call; those
+options become array axes. With several devices the run axis is sharded over
+them. Pure: returns arrays, never prints or writes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gradflow import cells
+from gradflow._fit import DecayFit
+from gradflow._flow import gradient_flow
+
+DYNAMIC_OPTIONS = ("weight_scale", "bias_scale", "input_scale", "forget_bias", "update_bias", "alpha")
+LOSSES = ("final", "every_step", "readout")
+DISTRIBUTIONS = ("normal", "uniform", "zeros")
+
+
+class Inputs(NamedTuple):
+    """Random inputs of a run: ``xs: [steps, batch, size]`` drawn from ``distribution * scale``."""
+
+    size: int = 8
+    steps: int = 100
+    batch: int = 16
+    distribution: str = "normal"
+    scale: float = 1.0
+
+
+class SweepResult(NamedTuple):
+    """Per-run results, leading axis R (runs in the order given).
+
+    ``log10_norms``: ``{carry part: [R, T+1]}`` (parts named 'h', or 'c'/'h'
+    for an LSTM, else pytree paths); ``rate``, ``half_life``, ``r2``: ``{part: [R]}``
+    and ``total_*`` the same over all parts; ``nonfinite_step: [R]``.
+    """
+
+    log10_norms: dict
+    total_log10_norms: np.ndarray
+    rate: dict
+    half_life: dict
+    r2: dict
+    total_rate: np.ndarray
+    total_half_life: np.ndarray
+    total_r2: np.ndarray
+    nonfinite_step: np.ndarray
+
+
+def carry_part_names(cell_name: str, carry) -> list[str]:
+    """Readable names of the carry leaves: 'h', 'c'/'h' for an LSTM, else pytree paths."""
+    paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(carry)]
+    if len(paths) == 1 and not paths[0]:
+        return ["h"]
+    if cell_name == "lstm":
+        return [("c", "h", "gates")[p[0].idx] for p in paths]
+    return [jax.tree_util.keystr(p) for p in paths]
+
+
+def _loss(kind: str, batch: int):
+    if kind == "final":
+        return lambda ys, carry: sum(jnp.sum(c) for c in jax.tree_util.tree_leaves(carry)) / batch
+    if kind == "every_step":
+        return lambda ys, carry: sum(jnp.sum(y**2) for y in jax.tree_util.tree_leaves(ys)) / batch
+
+    def readout(ys, carry):
+        total = 0.0
+        for i, y in enumerate(jax.tree_util.tree_leaves(ys)):
+            w = jax.random.normal(jax.random.key(1000 + i), (y.shape[-1], 1), y.dtype) / y.shape[-1] ** 0.5
+            total = total + jnp.sum((y[-1] @ w - 1.0) ** 2)
+        return total / batch
+
+    return readout
+
+
+def _draw(key, shape, distribution, scale, dtype):
+    if distribution == "normal":
+        return scale * jax.random.normal(key, shape, dtype)
+    if distribution == "uniform":
+        return jax.random.uniform(key, shape, dtype, -scale, scale)
+    return jnp.zeros(shape, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_window):
+    """One jitted, vmapped measurement per static signature (lru: compile once)."""
+    static = dict(static_items)
+    batch_loss = _loss(loss, inputs.batch)
+
+    def one(seed, dynamic):
+        cell = cells.get(cell_name, **static, **dict(zip(dynamic_names, dynamic, strict=True)))
+        k_init, k_x, k_h = jax.random.split(jax.random.key(seed), 3)
+        if cell.params_per_step:
+            params = cell.init(k_init, None)
+            width = jax.tree_util.tree_leaves(params)[0].shape[-1]
+            dtype = jax.tree_util.tree_leaves(params)[0].dtype
+            # the stack's input is its carry: never all zeros
+            dist = "normal" if inputs.distribution == "zeros" else inputs.distribution
+            carry0 = _draw(k_h, (inputs.batch, width), dist, inputs.scale or 1.0, dtype)
+            xs = None
+        else:
+            params = cell.init(k_init, inputs.size)
+            carry0 = cell.initial_carry(inputs.batch)
+            dtype = jax.tree_util.tree_leaves(carry0)[0].dtype
+            xs = _draw(
+                k_x, (inputs.steps, inputs.batch, inputs.size), inputs.distribution, inputs.scale, dtype
+            )
+            if cell_name == "bidirectional":
+                xs = cells.bidirectional_xs(xs)
+        res = gradient_flow(cell, params, carry0, xs, batch_loss, fit_window=fit_window, step_shares=False)
+        return res._replace(grads=None, norms=None)
+
+    return jax.jit(jax.vmap(one))
+
+
+def measure_runs(
+    cell_name: str,
+    options: list[dict],
+    seeds: list[int],
+    inputs: Inputs | None = None,
+    *,
+    loss: str = "final",
+    fit_window: tuple[int, int] | None = None,
+) -> tuple[SweepResult, int]:
+    """Measure ``gradient_flow`` at init for R runs: ``options[r]`` with seed ``seeds[r]``.
+
+    Args:
+      cell_name: a name from ``gradflow.cells.names()``.
+      options: R dicts of cell options (the size option included).
+      seeds: R ints; run r uses ``jax.random.key(seeds[r])``.
+      inputs: input shape and distribution, shared by all runs (default ``Inputs()``).
+      loss: 'final' (sum of the final carry), 'every_step' (sum of y_t^2),
+        'readout' (squared error of a fixed linear readout of y_T).
+      fit_window: ``(k_min, k_max)`` steps back for the decay fit.
+
+    Returns:
+      ``(SweepResult, n_compiles)``: n_compiles is the number of distinct
+      compiled calls (static signatures), not of runs.
+
+    Example::
+
+        res, n = measure_runs("rnn", [{"hidden_size": 64, "weight_scale": s} for s in (0.5, 1, 2)],
+                              [0, 0, 0], Inputs(steps=200))
+    """
+    inputs = Inputs() if inputs is None else inputs
+    if len(options) != len(seeds) or not options:
+        raise ValueError(f"need one seed per run: got {len(options)} option sets and {len(seeds)} seeds")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose from {list(LOSSES)}")
+    if inputs.distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {inputs.distribution!r}; choose from {list(DISTRIBUTIONS)}")
+    groups: dict = {}
+    for r, opts in enumerate(options):
+        dynamic = tuple(sorted(k for k in opts if k in DYNAMIC_OPTIONS and opts[k] is not None))
+        static = tuple(sorted((k, v) for k, v in opts.items() if k not in dynamic))
+        groups.setdefault((static, dynamic), []).append(r)
+    window = None if fit_window is None else tuple(int(k) for k in fit_window)
+    rows: dict = {}
+    for (static, dynamic), runs in groups.items():
+        fn = _compiled(cell_name, static, dynamic, inputs, loss, window)
+        seed_arr = np.asarray([seeds[r] for r in runs], np.uint32)
+        dyn_arr = np.asarray([[float(options[r][k]) for k in dynamic] for r in runs], np.float32)
+        out = _call_sharded(fn, seed_arr, dyn_arr.reshape(len(runs), len(dynamic)))
+        fits = jax.tree_util.tree_leaves(out.fit, is_leaf=lambda x: isinstance(x, DecayFit))
+        columns = {
+            "total_log10_norms": out.total_log10_norms,
+            "total_rate": out.total_fit.rate,
+            "total_half_life": out.total_fit.half_life,
+            "total_r2": out.total_fit.r2,
+            "nonfinite_step": out.nonfinite_step,
+        }
+        for i, leaf in enumerate(jax.tree_util.tree_leaves(out.log10_norms)):
+            columns[("log10_norms", i)] = leaf
+            for field in ("rate", "half_life", "r2"):
+                columns[(field, i)] = getattr(fits[i], field)
+        for name, values in columns.items():
+            values = np.asarray(values)
+            rows.setdefault(name, np.zeros((len(options), *values.shape[1:]), values.dtype))[runs] = values
+    carry = jax.eval_shape(lambda: cells.get(cell_name, **options[0]).initial_carry(1))
+    parts = carry_part_names(cell_name, carry)
+    per_part = lambda field: {p: rows[(field, i)] for i, p in enumerate(parts)}  # noqa: E731
+    result = SweepResult(
+        log10_norms=per_part("log10_norms"),
+        total_log10_norms=rows["total_log10_norms"],
+        rate=per_part("rate"),
+        half_life=per_part("half_life"),
+        r2=per_part("r2"),
+        total_rate=rows["total_rate"],
+        total_half_life=rows["total_half_life"],
+        total_r2=rows["total_r2"],
+        nonfinite_step=rows["nonfinite_step"],
+    )
+    return result, len(groups)
+
+
+def _call_sharded(fn, seeds, dynamic):
+    """Call ``fn`` with the run axis sharded over all devices (padded to a multiple)."""
+    n_dev = jax.device_count()
+    n = seeds.shape[0]
+    if n_dev == 1:
+        return jax.device_get(fn(seeds, dynamic))
+    pad = (-n) % n_dev
+    seeds = np.concatenate([seeds, np.repeat(seeds[-1:], pad)])
+    dynamic = np.concatenate([dynamic, np.repeat(dynamic[-1:], pad, axis=0)])
+    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("runs",)), PartitionSpec("runs"))
+    out = fn(jax.device_put(seeds, sharding), jax.device_put(dynamic, sharding))
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], jax.device_get(out))

@@ -1,0 +1,74 @@
+"""Sweeps: one compile per shape, the same numbers as single runs, sharded or not."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gradflow
+from gradflow import cells, sweep
+
+
+def test_scales_by_seeds_compile_once_and_match_single_runs():
+    sweep._compiled.cache_clear()
+    scales = [0.5, 0.8, 1.0, 1.2, 1.5, 2.0]
+    options = [{"hidden_size": 32, "weight_scale": s} for s in scales for _ in range(3)]
+    seeds = [0, 1, 2] * len(scales)
+    inputs = sweep.Inputs(size=4, steps=60, batch=8)
+    res, n_compiles = sweep.measure_runs("rnn", options, seeds, inputs)
+    assert n_compiles == 1 and sweep._compiled.cache_info().misses == 1
+    assert res.total_log10_norms.shape == (18, 61)
+
+    # run 4 (weight_scale 0.8, seed 1) by hand with the library
+    cell = cells.get("rnn", hidden_size=32, weight_scale=0.8)
+    k_init, k_x, _ = jax.random.split(jax.random.key(1), 3)
+    params = cell.init(k_init, 4)
+    xs = jax.random.normal(k_x, (60, 8, 4), jnp.float32)
+    one = gradflow.gradient_flow(cell, params, cell.initial_carry(8), xs, lambda ys, h: jnp.sum(h) / 8)
+    np.testing.assert_allclose(res.log10_norms["h"][4], one.log10_norms, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(res.rate["h"][4], one.fit.rate, rtol=1e-4)
+
+    # sigma_w = 0.5: vanishing, and the fitted rate is the mean per-step log ratio
+    lead = res.log10_norms["h"][:3]
+    per_step = np.log(10) * (lead[:, 0] - lead[:, -1]) / 60
+    assert np.all(res.rate["h"][:3] < -0.3)
+    np.testing.assert_allclose(res.rate["h"][:3], per_step, rtol=0.05)
+    # rates increase with sigma_w (median over seeds)
+    medians = np.median(res.rate["h"].reshape(len(scales), 3), axis=1)
+    assert np.all(np.diff(medians) > 0)
+
+
+def test_shapes_split_into_one_compile_each():
+    sweep._compiled.cache_clear()
+    options = [{"hidden_size": h, "forget_bias": b} for h in (8, 16) for b in (0.0, 1.0, 3.0)]
+    res, n_compiles = sweep.measure_runs("lstm", options, [0] * 6, sweep.Inputs(steps=30, batch=4))
+    assert n_compiles == 2
+    assert set(res.log10_norms) == {"c", "h"}
+    # a larger forget bias keeps the cell-state gradient longer (SCIENCE.md: -0.44, -0.19, -0.01)
+    for h in range(2):
+        rates = res.rate["c"][3 * h : 3 * h + 3]
+        assert rates[0] < rates[1] < rates[2]
+
+
+def test_sharded_over_8_fake_devices_equals_one_device():
+    code = (
+        "import json, jax, numpy as np\n"
+        "from gradflow import sweep\n"
+        "opts = [{'hidden_size': 16, 'weight_scale': s} for s in (0.5, 1.0, 1.5)] * 4\n"
+        "res, n = sweep.measure_runs('rnn', opts, list(range(12)), sweep.Inputs(steps=20, batch=4))\n"
+        "print(json.dumps({'devices': jax.device_count(), 'n': n, 'x': res.total_log10_norms.tolist()}))\n"
+    )
+    outs = []
+    for flags in ("--xla_force_host_platform_device_count=8", ""):
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr
+        outs.append(__import__("json").loads(proc.stdout.strip().splitlines()[-1]))
+    assert outs[0]["devices"] == 8 and outs[1]["devices"] == 1
+    assert outs[0]["n"] == outs[1]["n"] == 1
+    np.testing.assert_allclose(outs[0]["x"], outs[1]["x"], rtol=1e-5, atol=1e-5)
