@@ -9,6 +9,8 @@ import sys
 import yaml
 
 EPILOG = """examples:
+  gradflow run configs/compare_cells.yaml
+  gradflow run configs/compare_cells.yaml --quick -o /tmp/run --set sweep.seeds=[0,1]
   gradflow list
   gradflow measure lstm -T 200 --set forget_bias=3
   gradflow measure rnn --set weight_scale=1.5 --set hidden_size=256 --json
@@ -95,6 +97,56 @@ def _cmd_measure(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from gradflow import config as cfgmod
+    from gradflow import experiment
+
+    try:
+        cfg = cfgmod.load_config(args.config, args.set, quick=args.quick)
+    except cfgmod.ConfigError as err:
+        raise CliError(str(err)) from None
+    out = Path(args.output or cfg.output.dir)
+    if any(spec.options.get("dtype") == "float64" for spec in cfg.cells):
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"{cfg.name}", total=None)
+
+        def progress(i, n, label, skipped):
+            bar.update(task, total=n, completed=i + 1, description=f"{cfg.name}: {label}")
+
+        try:
+            summary = experiment.run_experiment(cfg, out, force=args.force, progress=progress)
+        except experiment.RunDirError as err:
+            raise CliError(str(err)) from None
+    table = Table(title=f"{cfg.name}: median over seeds ({out})")
+    for col in ("setting", "seeds", "rate / step", "half-life (steps)", "log10 first/last"):
+        table.add_column(col, justify="right")
+    for s in summary["settings"]:
+        table.add_row(
+            s["label"],
+            str(s["seeds"]),
+            f"{s['median_rate']:+.4f}",
+            f"{s['median_half_life']:.3g}",
+            f"{s['median_log10_first_last_ratio']:+.2f}",
+        )
+    console = Console()
+    console.print(table)
+    resumed = " (resumed)" if summary["resumed"] else ""
+    console.print(
+        f"{len(summary['runs'])} runs, {summary['compiles']} XLA compilation(s), "
+        f"{summary['wall_time_s']:.1f} s{resumed}; results in {out}/"
+    )
+    return 0
+
+
 def _print_measure(summary: dict) -> None:
     import numpy as np
     from rich.console import Console
@@ -132,6 +184,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p_list = sub.add_parser("list", help="list the cells and their options")
     p_list.set_defaults(func=_cmd_list)
+    p_r = sub.add_parser(
+        "run",
+        help="run an experiment config into a run directory",
+        description="Run CONFIG's sweep (cells x grid x seeds, one compile per shape) and write "
+        "config.yaml, results.npz, results.csv, summary.json and the decay figure to the output "
+        "directory. Re-running after an interrupt resumes.",
+    )
+    p_r.add_argument("config", help="YAML config, e.g. configs/compare_cells.yaml")
+    p_r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set inputs.steps=50 --set sweep.seeds=[0,1]",
+    )
+    p_r.add_argument("-o", "--output", help="run directory (default: the config's output.dir)")
+    p_r.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    p_r.add_argument("--quick", action="store_true", help="apply the config's quick overrides (small sizes)")
+    p_r.set_defaults(func=_cmd_run)
     p_m = sub.add_parser(
         "measure",
         help="per-step gradient norms of one cell at init, with the decay fit",

@@ -1,0 +1,275 @@
+"""Run a config's sweep into a run directory: results, summary, figures.
+
+Layout of ``DIR``: ``config.yaml`` (resolved), ``results.npz`` (per run:
+log10 norms per carry part and in total, NaN-padded to the longest T),
+``results.csv`` (tidy: one row per run x carry part x step), ``summary.json``
+(fits per run, compile count, wall time, versions, device, git commit),
+``decay.png``/``.svg``. Every file is written atomically. While a sweep runs,
+finished groups (one compiled call each) are kept in ``DIR/.parts``, so the
+same command after an interrupt resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from gradflow import config as cfgmod
+from gradflow import plots, sweep
+
+PARTS = ".parts"
+
+
+class RunDirError(ValueError):
+    """The output directory cannot be used (one-line message)."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def plan(cfg: cfgmod.Config) -> list[dict]:
+    """Groups of runs that share inputs and loss: one ``measure_runs`` call each.
+
+    Each group: ``{"label", "cell", "inputs", "loss", "window", "runs": [...]}``
+    with runs ``{"run_id", "label", "cell", "options", "point", "seed"}``.
+    """
+    groups: dict = {}
+    run_id = 0
+    for point, pcfg in cfgmod.sweep_points(cfg):
+        for spec in pcfg.cells:
+            key = (spec.label, spec.cell, pcfg.inputs, pcfg.loss, pcfg.fit.window)
+            group = groups.setdefault(
+                key,
+                {
+                    "label": spec.label,
+                    "cell": spec.cell,
+                    "inputs": pcfg.inputs,
+                    "loss": pcfg.loss,
+                    "window": pcfg.fit.window,
+                    "runs": [],
+                },
+            )
+            for seed in pcfg.sweep.seeds:
+                group["runs"].append(
+                    {
+                        "run_id": run_id,
+                        "label": spec.label,
+                        "cell": spec.cell,
+                        "options": dict(spec.options),
+                        "point": dict(point),
+                        "seed": int(seed),
+                        "steps": pcfg.inputs.steps,
+                    }
+                )
+                run_id += 1
+    return list(groups.values())
+
+
+def prepare_dir(out: Path, cfg_text: str, force: bool) -> bool:
+    """Create or reuse ``out``; return True when resuming an interrupted run of the same config."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out}: exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        old = out / "config.yaml"
+        same = old.is_file() and old.read_text() == cfg_text
+        if same and not (out / "summary.json").exists() and not force:
+            return True
+        if not force:
+            why = "holds a finished run" if same else "is not empty"
+            raise RunDirError(f"{out}: {why}; pass --force to overwrite it or -o to choose another")
+        shutil.rmtree(out)
+    try:
+        (out / PARTS).mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "config.yaml", cfg_text.encode())
+    except OSError as err:
+        raise RunDirError(f"{out}: cannot write there ({err.strerror})") from None
+    return False
+
+
+def run_experiment(cfg: cfgmod.Config, out: Path, *, force: bool = False, progress=None) -> dict:
+    """Run every group of ``cfg`` into ``out``; return the summary dict (also in summary.json)."""
+    t_start = time.perf_counter()
+    cfg_text = cfgmod.dump_config(cfg)
+    resumed = prepare_dir(out, cfg_text, force)
+    groups = plan(cfg)
+    compiles = 0
+    for g_idx, group in enumerate(groups):
+        part = out / PARTS / f"{g_idx}.npz"
+        if part.exists():
+            if progress:
+                progress(g_idx, len(groups), group["label"], skipped=True)
+            continue
+        runs = group["runs"]
+        res, n = sweep.measure_runs(
+            group["cell"],
+            [r["options"] for r in runs],
+            [r["seed"] for r in runs],
+            sweep.Inputs(**dataclasses.asdict(group["inputs"])),
+            loss=group["loss"],
+            fit_window=group["window"],
+        )
+        compiles += n
+        arrays = {
+            "total_log10_norms": res.total_log10_norms,
+            "total_rate": res.total_rate,
+            "total_half_life": res.total_half_life,
+            "total_r2": res.total_r2,
+            "nonfinite_step": res.nonfinite_step,
+        }
+        for p in res.log10_norms:
+            arrays[f"log10_norms/{p}"] = res.log10_norms[p]
+            for field in ("rate", "half_life", "r2"):
+                arrays[f"{field}/{p}"] = getattr(res, field)[p]
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(part, buf.getvalue())
+        if progress:
+            progress(g_idx, len(groups), group["label"], skipped=False)
+    summary = _write_results(out, groups, compiles, time.perf_counter() - t_start, resumed, cfg)
+    shutil.rmtree(out / PARTS, ignore_errors=True)
+    return summary
+
+
+def _write_results(out: Path, groups, compiles, wall, resumed, cfg) -> dict:
+    runs, parts_data = [], []
+    for g_idx, group in enumerate(groups):
+        with np.load(out / PARTS / f"{g_idx}.npz") as data:
+            parts_data.append({k: data[k] for k in data.files})
+        runs.extend(group["runs"])
+    t_max = max(r["steps"] for r in runs)
+    n = len(runs)
+    parts = sorted({k.split("/", 1)[1] for d in parts_data for k in d if k.startswith("log10_norms/")})
+    arrays = {
+        "run_id": np.arange(n),
+        "seed": np.array([r["seed"] for r in runs]),
+        "steps": np.array([r["steps"] for r in runs]),
+        "label": np.array([r["label"] for r in runs]),
+    }
+    arrays["total_log10_norms"] = np.full((n, t_max + 1), np.nan, np.float32)
+    for p in parts:
+        arrays[f"log10_norms_{p}"] = np.full((n, t_max + 1), np.nan, np.float32)
+    fits = []
+    row = 0
+    for group, data in zip(groups, parts_data, strict=True):
+        for i, run in enumerate(group["runs"]):
+            t1 = run["steps"] + 1
+            arrays["total_log10_norms"][row, :t1] = data["total_log10_norms"][i]
+            fit = {"total": {f: float(data[f"total_{f}"][i]) for f in ("rate", "half_life", "r2")}}
+            for p in parts:
+                if f"log10_norms/{p}" in data:
+                    arrays[f"log10_norms_{p}"][row, :t1] = data[f"log10_norms/{p}"][i]
+                    fit[p] = {f: float(data[f"{f}/{p}"][i]) for f in ("rate", "half_life", "r2")}
+            log10 = data["total_log10_norms"][i]
+            fit["log10_first_last_ratio"] = float(log10[0] - log10[-1])
+            fit["nonfinite_step"] = int(data["nonfinite_step"][i])
+            fits.append(fit)
+            row += 1
+    for key in [k for k in arrays if "log10_norms" in k]:
+        arrays[key.replace("log10_norms", "norms")] = np.power(10.0, arrays[key].astype(np.float64))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(out / "results.npz", buf.getvalue())
+    _write_csv(out, runs, arrays, parts)
+    curves = _curves(runs, fits, arrays)
+    fig, ax = plots.figure()
+    plots.decay_plot(ax, curves, title=cfg.name)
+    plots.save_figure(fig, out / "decay", cfg.output.formats)
+    summary = {
+        "name": cfg.name,
+        "runs": [r | {"fit": f} for r, f in zip(runs, fits, strict=True)],
+        "settings": [
+            {
+                "label": c["label"],
+                "median_rate": c["rate"],
+                "median_half_life": c["half_life"],
+                "median_log10_first_last_ratio": c["ratio"],
+                "seeds": c["seeds"],
+            }
+            for c in curves
+        ],
+        "compiles": compiles,
+        "resumed": resumed,
+        "wall_time_s": wall,
+        "versions": {"jax": jax.__version__, "flax": _version("flax"), "gradflow": _version("gradflow")},
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
+        "git_commit": _git_commit(),
+    }
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    return summary
+
+
+def _curves(runs, fits, arrays):
+    """One curve per (label, sweep point): seeds stacked, median fits."""
+    keys: dict = {}
+    for i, run in enumerate(runs):
+        point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in run["point"].items())
+        keys.setdefault(f"{run['label']}" + (f" ({point})" if point else ""), []).append(i)
+    curves = []
+    for label, idx in keys.items():
+        t1 = runs[idx[0]]["steps"] + 1
+        curves.append(
+            {
+                "label": label,
+                "log10_norms": arrays["total_log10_norms"][idx, :t1],
+                "rate": float(np.median([fits[i]["total"]["rate"] for i in idx])),
+                "half_life": float(np.median([fits[i]["total"]["half_life"] for i in idx])),
+                "ratio": float(np.median([fits[i]["log10_first_last_ratio"] for i in idx])),
+                "seeds": len(idx),
+            }
+        )
+    return curves
+
+
+def _write_csv(out: Path, runs, arrays, parts) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    point_keys = sorted({k for r in runs for k in r["point"]})
+    writer.writerow(["run_id", "label", "cell", "seed", *point_keys, "part", "t", "steps_back", "log10_norm"])
+    for i, run in enumerate(runs):
+        T = run["steps"]
+        point = [run["point"].get(k, "") for k in point_keys]
+        for p in ["total", *parts]:
+            log10 = arrays["total_log10_norms" if p == "total" else f"log10_norms_{p}"][i]
+            for t in range(T + 1):
+                writer.writerow(
+                    [i, run["label"], run["cell"], run["seed"], *point, p, t, T - t, f"{log10[t]:.6g}"]
+                )
+    atomic_write(out / "results.csv", buf.getvalue().encode())
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _git_commit() -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None

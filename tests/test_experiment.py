@@ -1,0 +1,131 @@
+"""`gradflow run`: a config's sweep into a run directory, resumable, deterministic."""
+
+import csv
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gradflow import config as cfgmod
+from gradflow import experiment
+from gradflow.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SWEEP = """\
+name: scales
+cells:
+  - {label: tanh RNN, cell: rnn, options: {hidden_size: 16}}
+inputs: {size: 4, steps: 30, batch: 4}
+sweep:
+  grid: {cells.0.options.weight_scale: [0.5, 1.0, 1.5]}
+  seeds: [0, 1]
+"""
+
+
+def _config(tmp_path, text=SWEEP):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_compare_cells_runs_quick(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(ROOT / "configs/compare_cells.yaml"), "--quick", "-o", str(out)]) == 0
+    for name in ("config.yaml", "results.npz", "results.csv", "summary.json", "decay.png", "decay.svg"):
+        assert (out / name).is_file(), name
+    assert (out / "decay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["compiles"] == 6 and len(summary["runs"]) == 18  # 6 cells x 3 seeds, one compile per cell
+    with np.load(out / "results.npz") as data:
+        assert data["total_log10_norms"].shape == (18, 21)
+        tanh = data["label"] == "tanh RNN"
+        assert np.all(np.isfinite(data["total_log10_norms"][tanh]))
+    rates = {s["label"]: s["median_rate"] for s in summary["settings"]}
+    assert rates["tanh RNN"] < rates["LSTM"] < 0  # the carry keeps more
+    assert not (out / experiment.PARTS).exists()
+
+
+def test_sweep_compiles_once_and_rates_match_the_norms(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(_config(tmp_path)), "-o", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["compiles"] == 1  # 3 scales x 2 seeds share one shape
+    with np.load(out / "results.npz") as data:
+        log10 = data["total_log10_norms"]
+    for i, run in enumerate(summary["runs"]):
+        assert run["point"] == {"cells.0.options.weight_scale": [0.5, 0.5, 1.0, 1.0, 1.5, 1.5][i]}
+        assert run["fit"]["log10_first_last_ratio"] == pytest.approx(log10[i, 0] - log10[i, -1], abs=1e-5)
+    small = [r for r in summary["runs"] if r["point"]["cells.0.options.weight_scale"] == 0.5]
+    for run in small:  # sigma_w = 0.5: vanishing, rate ~ the per-step log ratio
+        rate = run["fit"]["total"]["rate"]
+        assert rate < 0
+        assert rate == pytest.approx(np.log(10) * run["fit"]["log10_first_last_ratio"] / 30, rel=0.1)
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 * 31 * 2  # runs x (total, carry part 'h') x (T + 1)
+    assert {"run_id", "label", "seed", "t", "steps_back", "log10_norm"} <= set(rows[0])
+
+
+def test_existing_directory_is_refused_without_force(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradflow.cli", "run", str(_config(tmp_path)), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "pass --force" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert main(["run", str(_config(tmp_path)), "-o", str(out), "--force"]) == 0
+    assert not (out / "mine.txt").exists()
+
+
+def test_bad_config_leaves_no_run_directory(tmp_path):
+    out = tmp_path / "run"
+    bad = _config(tmp_path, SWEEP.replace("steps: 30", "steps: 0"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradflow.cli", "run", str(bad), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "inputs.steps = 0: expected an integer >= 1" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_interrupted_sweep_resumes_to_the_same_results(tmp_path):
+    text = SWEEP.replace("cells:\n", "cells:\n  - {label: GRU, cell: gru, options: {hidden_size: 8}}\n")
+    cfg = cfgmod.load_config(_config(tmp_path, text))
+    full = tmp_path / "full"
+    experiment.run_experiment(cfg, full)
+
+    def stop_after_first(i, n, label, skipped):
+        if i == 0 and not skipped:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_experiment(cfg, part, progress=stop_after_first)
+    assert not (part / "summary.json").exists() and len(list((part / experiment.PARTS).iterdir())) == 1
+    summary = experiment.run_experiment(cfg, part)  # the same command again
+    assert summary["resumed"] and summary["compiles"] == 1  # only the second group ran
+    with np.load(full / "results.npz") as a, np.load(part / "results.npz") as b:
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_same_config_and_seed_give_identical_results(tmp_path):
+    cfg = cfgmod.load_config(_config(tmp_path))
+    experiment.run_experiment(cfg, tmp_path / "a")
+    experiment.run_experiment(cfg, tmp_path / "b")
+    with np.load(tmp_path / "a/results.npz") as a, np.load(tmp_path / "b/results.npz") as b:
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key])
