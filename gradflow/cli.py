@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import yaml
@@ -222,18 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def single_threaded_eigen() -> None:
-    """Work around an XLA CPU hang: its multi-threaded Eigen pool can wedge while a
-    vmapped computation's result is fetched (seen here once in a sweep; reported
-    upstream-side by others). Must run before JAX creates its CPU client; an
-    explicit ``xla_cpu_multi_thread_eigen`` in ``XLA_FLAGS`` is left alone."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
-
-
 def main(argv: list[str] | None = None) -> int:
-    single_threaded_eigen()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -3,9 +3,6 @@
 import jax
 import numpy as np
 
-from gradflow.cli import single_threaded_eigen
-
-single_threaded_eigen()  # before any computation: see its docstring (XLA CPU hang)
 jax.config.update("jax_enable_x64", True)
 
 
