@@ -12,7 +12,6 @@ same command after an interrupt resumes where it stopped.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import os
@@ -119,7 +118,7 @@ def run_experiment(cfg: cfgmod.Config, out: Path, *, force: bool = False, progre
             group["cell"],
             [r["options"] for r in runs],
             [r["seed"] for r in runs],
-            sweep.Inputs(**dataclasses.asdict(group["inputs"])),
+            group["inputs"],
             loss=group["loss"],
             fit_window=group["window"],
         )

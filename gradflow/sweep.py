@@ -19,20 +19,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from gradflow import cells
 from gradflow._fit import DecayFit
 from gradflow._flow import gradient_flow
+from gradflow.config import DISTRIBUTIONS, LOSSES
+from gradflow.config import Inputs as Inputs  # one definition: the config's inputs section
 
 DYNAMIC_OPTIONS = ("weight_scale", "bias_scale", "input_scale", "forget_bias", "update_bias", "alpha")
-LOSSES = ("final", "every_step", "readout")
-DISTRIBUTIONS = ("normal", "uniform", "zeros")
-
-
-class Inputs(NamedTuple):
-    """Random inputs of a run: ``xs: [steps, batch, size]`` drawn from ``distribution * scale``."""
-
-    size: int = 8
-    steps: int = 100
-    batch: int = 16
-    distribution: str = "normal"
-    scale: float = 1.0
 
 
 class SweepResult(NamedTuple):
