@@ -34,13 +34,56 @@ def _parse_sets(pairs: list[str]) -> dict:
     return options
 
 
+MEASURE_HELP = {
+    "gradient_norms": "||dL/dh_t|| per step and carry part, one backward pass; decay fit (rate, half-life)",
+}
+LOSS_HELP = {
+    "final": "sum of the final carry (every carry part gets a gradient at t = T)",
+    "every_step": "sum of y_t^2 over all steps",
+    "readout": "squared error of a fixed linear readout of y_T",
+}
+
+
+def shipped_configs() -> list:
+    """The YAML configs in ``./configs`` and in the source checkout's ``configs/`` (deduplicated)."""
+    from pathlib import Path
+
+    import gradflow
+
+    found = {}
+    for folder in (Path("configs"), Path(gradflow.__file__).resolve().parents[1] / "configs"):
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")):
+                found.setdefault(path.name, path)
+    return list(found.values())
+
+
+def _header(path) -> dict:
+    """``{"runtime", "figure"}`` from a config's leading ``# key: text`` comment lines."""
+    info, key = {}, None
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line[1:].strip()
+        head, sep, rest = text.partition(":")
+        if sep and head in ("command", "runtime", "figure"):
+            key, info[head] = head, rest.strip()
+        elif key:
+            info[key] += " " + text
+    return info
+
+
 def _cmd_list(args) -> int:
+    import os
+
     from rich.console import Console
     from rich.table import Table
 
     from gradflow import cells
+    from gradflow.config import LOSSES, MEASURES
 
-    table = Table(title="gradflow cells (gradflow.cells.get(name, **options))")
+    console = Console()
+    table = Table(title="cells: gradflow.cells.get(name, **options), or `cell:` in a config")
     table.add_column("cell", style="bold")
     table.add_column("options (default)")
     for name in cells.names():
@@ -48,7 +91,24 @@ def _cmd_list(args) -> int:
         size, *rest = opts
         shown = [f"{size} (required)"] + [f"{k}={opts[k]!r}" for k in rest]
         table.add_row(name, ", ".join(shown))
-    Console().print(table)
+    console.print(table)
+    table = Table(title="measures (`measures:`) and losses (`loss:`)")
+    table.add_column("name", style="bold")
+    table.add_column("what")
+    for name in MEASURES:
+        table.add_row(f"measure {name}", MEASURE_HELP.get(name, ""))
+    for name in LOSSES:
+        table.add_row(f"loss {name}", LOSS_HELP.get(name, ""))
+    console.print(table)
+    table = Table(title="shipped configs: gradflow run PATH [--quick]")
+    table.add_column("config", style="bold")
+    table.add_column("runtime")
+    table.add_column("figure")
+    for path in shipped_configs():
+        info = _header(path)
+        shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+        table.add_row(shown, info.get("runtime", ""), info.get("figure", ""))
+    console.print(table)
     return 0
 
 
@@ -127,24 +187,77 @@ def _cmd_run(args) -> int:
         except experiment.RunDirError as err:
             raise CliError(str(err)) from None
     table = Table(title=f"{cfg.name}: median over seeds ({out})")
-    for col in ("setting", "seeds", "rate / step", "half-life (steps)", "log10 first/last"):
+    for col in ("setting", "seeds", "rate (ln/step)", "half-life", "log10 first/last norm"):
         table.add_column(col, justify="right")
     for s in summary["settings"]:
         table.add_row(
             s["label"],
             str(s["seeds"]),
             f"{s['median_rate']:+.4f}",
-            f"{s['median_half_life']:.3g}",
+            _half_life(s["median_rate"], s["median_half_life"]),
             f"{s['median_log10_first_last_ratio']:+.2f}",
         )
     console = Console()
     console.print(table)
     resumed = " (resumed)" if summary["resumed"] else ""
     console.print(
-        f"{len(summary['runs'])} runs, {summary['compiles']} XLA compilation(s), "
-        f"{summary['wall_time_s']:.1f} s{resumed}; results in {out}/"
+        f"{len(summary['runs'])} runs, {summary['compiles']} XLA compilation(s) "
+        f"({summary['compile_time_s']:.1f} s compiling), {summary['wall_time_s']:.1f} s in all{resumed}; "
+        f"results and figures ({', '.join(summary['figures'])}) in {out}/"
     )
     return 0
+
+
+def _half_life(rate: float, life: float) -> str:
+    """``halves every 3.7`` / ``doubles every 21`` / ``-`` for a flat or undefined fit."""
+    import math
+
+    if not (math.isfinite(rate) and math.isfinite(life)) or rate == 0:
+        return "-"
+    return f"{'halves' if rate < 0 else 'doubles'} every {life:.3g}"
+
+
+def _cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from gradflow import figures
+
+    dirs = [Path(d) for d in args.run_dirs]
+    if args.output is None and len(dirs) > 1:
+        raise CliError(f"overlaying {len(dirs)} runs needs -o DIR for the figures")
+    out = Path(args.output) if args.output else dirs[0]
+    try:
+        runs = [figures.load(d) for d in dirs]
+    except figures.RunFilesError as err:
+        raise CliError(str(err)) from None
+    own = _own_figures(out) if args.output is None else set()
+    clash = (
+        sorted(
+            p.name
+            for p in out.glob("*")
+            if p.stem in figures.NAMES and p.suffix[1:] in args.format and p.name not in own
+        )
+        if out.is_dir()
+        else []
+    )
+    if clash and not args.force:
+        raise CliError(f"{out}: would overwrite {', '.join(clash)}; pass --force or choose another -o")
+    if out.exists() and not out.is_dir():
+        raise CliError(f"{out}: exists and is not a directory")
+    try:
+        written = figures.draw(runs, out, tuple(args.format))
+    except OSError as err:
+        raise CliError(f"{out}: cannot write the figures ({err.strerror})") from None
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+def _own_figures(run_dir) -> set:
+    """The figure files a run directory's summary.json lists (re-plotting may replace them)."""
+    try:
+        return set(json.loads((run_dir / "summary.json").read_text()).get("figures", []))
+    except (OSError, ValueError):
+        return set()
 
 
 def _print_measure(summary: dict) -> None:
@@ -203,6 +316,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_r.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
     p_r.add_argument("--quick", action="store_true", help="apply the config's quick overrides (small sizes)")
     p_r.set_defaults(func=_cmd_run)
+    p_p = sub.add_parser(
+        "plot",
+        help="redraw the figures of one run directory, or overlay several",
+        description="Draw decay (and, where they apply, paths and phase) figures from finished run "
+        "directories. One RUN_DIR: its own figures are redrawn in place (or into -o DIR). Several: "
+        "their curves are overlaid, labels prefixed with each run's name, into -o DIR.",
+    )
+    p_p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by `gradflow run`")
+    p_p.add_argument("-o", "--output", help="where the figures go (default: the single RUN_DIR)")
+    p_p.add_argument(
+        "--format",
+        action="append",
+        choices=["png", "svg", "pdf"],
+        help="figure format, repeatable (default: png and svg)",
+    )
+    p_p.add_argument("--force", action="store_true", help="overwrite figures that are already there")
+    p_p.set_defaults(func=_cmd_plot)
     p_m = sub.add_parser(
         "measure",
         help="per-step gradient norms of one cell at init, with the decay fit",
@@ -231,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name, 1) < 1:
             print(f"gradflow: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
+    if args.command == "plot" and not args.format:
+        args.format = ["png", "svg"]
     try:
         return args.func(args)
     except CliError as err:

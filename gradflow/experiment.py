@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from gradflow import config as cfgmod
-from gradflow import plots, sweep
+from gradflow import figures, sweep
 
 PARTS = ".parts"
 
@@ -45,12 +45,14 @@ def plan(cfg: cfgmod.Config) -> list[dict]:
     """Groups of runs that share inputs and loss: one ``measure_runs`` call each.
 
     Each group: ``{"label", "cell", "inputs", "loss", "window", "runs": [...]}``
-    with runs ``{"run_id", "label", "cell", "options", "point", "seed"}``.
+    with runs ``{"run_id", "label", "cell", "options", "point", "seed", "steps",
+    "axis"}``; ``axis`` is ``"depth"`` for residual/plain stacks, else ``"time"``.
     """
     groups: dict = {}
     run_id = 0
     for point, pcfg in cfgmod.sweep_points(cfg):
         for spec in pcfg.cells:
+            steps, axis = _steps(spec, pcfg.inputs)
             key = (spec.label, spec.cell, pcfg.inputs, pcfg.loss, pcfg.fit.window)
             group = groups.setdefault(
                 key,
@@ -72,11 +74,21 @@ def plan(cfg: cfgmod.Config) -> list[dict]:
                         "options": dict(spec.options),
                         "point": dict(point),
                         "seed": int(seed),
-                        "steps": pcfg.inputs.steps,
+                        "steps": steps,
+                        "axis": axis,
                     }
                 )
                 run_id += 1
     return list(groups.values())
+
+
+def _steps(spec: cfgmod.CellSpec, inputs: cfgmod.Inputs) -> tuple[int, str]:
+    """``(T, axis)``: a stack's depth (its params' leading axis) or the sequence length."""
+    cell = spec.build()
+    if not cell.params_per_step:
+        return inputs.steps, "time"
+    shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), None))
+    return int(jax.tree_util.tree_leaves(shapes)[0].shape[0]), "depth"
 
 
 def prepare_dir(out: Path, cfg_text: str, force: bool) -> bool:
@@ -100,8 +112,41 @@ def prepare_dir(out: Path, cfg_text: str, force: bool) -> bool:
     return False
 
 
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+class _CompileClock:
+    """Seconds spent tracing, lowering and compiling while in the ``with`` block."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __call__(self, event: str, duration: float, **_kwargs) -> None:
+        if event in COMPILE_EVENTS:
+            self.seconds += duration
+
+    def __enter__(self):
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self)
+
+
 def run_experiment(cfg: cfgmod.Config, out: Path, *, force: bool = False, progress=None) -> dict:
-    """Run every group of ``cfg`` into ``out``; return the summary dict (also in summary.json)."""
+    """Run every group of ``cfg`` into ``out``; return the summary dict (also in summary.json).
+
+    ``progress(i, n, label, skipped)`` is called after each of the n groups.
+    """
+    with _CompileClock() as clock:
+        return _run(cfg, Path(out), force, progress, clock)
+
+
+def _run(cfg, out, force, progress, clock) -> dict:
     t_start = time.perf_counter()
     cfg_text = cfgmod.dump_config(cfg)
     resumed = prepare_dir(out, cfg_text, force)
@@ -139,12 +184,17 @@ def run_experiment(cfg: cfgmod.Config, out: Path, *, force: bool = False, progre
         atomic_write(part, buf.getvalue())
         if progress:
             progress(g_idx, len(groups), group["label"], skipped=False)
-    summary = _write_results(out, groups, compiles, time.perf_counter() - t_start, resumed, cfg)
+    timing = {
+        "compiles": compiles,
+        "compile_time_s": clock.seconds,
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+    summary = _write_results(out, groups, timing, resumed, cfg)
     shutil.rmtree(out / PARTS, ignore_errors=True)
     return summary
 
 
-def _write_results(out: Path, groups, compiles, wall, resumed, cfg) -> dict:
+def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
     runs, parts_data = [], []
     for g_idx, group in enumerate(groups):
         with np.load(out / PARTS / f"{g_idx}.npz") as data:
@@ -184,13 +234,13 @@ def _write_results(out: Path, groups, compiles, wall, resumed, cfg) -> dict:
     np.savez(buf, **arrays)
     atomic_write(out / "results.npz", buf.getvalue())
     _write_csv(out, runs, arrays, parts)
-    curves = _curves(runs, fits, arrays)
-    fig, ax = plots.figure()
-    plots.decay_plot(ax, curves, title=cfg.name)
-    plots.save_figure(fig, out / "decay", cfg.output.formats)
+    runs = [r | {"fit": f} for r, f in zip(runs, fits, strict=True)]
+    curves = figures.curves(runs, arrays)
+    run = figures.Run(cfg.name, runs, arrays, {k: list(v) for k, v in cfg.sweep.grid.items()})
+    drawn = figures.draw([run], out, cfg.output.formats)
     summary = {
         "name": cfg.name,
-        "runs": [r | {"fit": f} for r, f in zip(runs, fits, strict=True)],
+        "runs": runs,
         "settings": [
             {
                 "label": c["label"],
@@ -201,37 +251,15 @@ def _write_results(out: Path, groups, compiles, wall, resumed, cfg) -> dict:
             }
             for c in curves
         ],
-        "compiles": compiles,
+        "figures": [p.name for p in drawn],
+        **timing,
         "resumed": resumed,
-        "wall_time_s": wall,
         "versions": {"jax": jax.__version__, "flax": _version("flax"), "gradflow": _version("gradflow")},
         "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
         "git_commit": _git_commit(),
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
-
-
-def _curves(runs, fits, arrays):
-    """One curve per (label, sweep point): seeds stacked, median fits."""
-    keys: dict = {}
-    for i, run in enumerate(runs):
-        point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in run["point"].items())
-        keys.setdefault(f"{run['label']}" + (f" ({point})" if point else ""), []).append(i)
-    curves = []
-    for label, idx in keys.items():
-        t1 = runs[idx[0]]["steps"] + 1
-        curves.append(
-            {
-                "label": label,
-                "log10_norms": arrays["total_log10_norms"][idx, :t1],
-                "rate": float(np.median([fits[i]["total"]["rate"] for i in idx])),
-                "half_life": float(np.median([fits[i]["total"]["half_life"] for i in idx])),
-                "ratio": float(np.median([fits[i]["log10_first_last_ratio"] for i in idx])),
-                "seeds": len(idx),
-            }
-        )
-    return curves
 
 
 def _write_csv(out: Path, runs, arrays, parts) -> None:
