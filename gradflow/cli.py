@@ -161,7 +161,7 @@ def _cmd_run(args) -> int:
     from pathlib import Path
 
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
     from gradflow import config as cfgmod
@@ -176,16 +176,26 @@ def _cmd_run(args) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"{cfg.name}", total=None)
+    columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(f"{cfg.name}: compiling and running", total=None)
 
         def progress(i, n, label, skipped):
-            bar.update(task, total=n, completed=i + 1, description=f"{cfg.name}: {label}")
+            done = "kept from the interrupted run" if skipped else "done"
+            bar.update(task, total=n, completed=i + 1, description=f"{cfg.name}: {label} {done}")
 
         try:
             summary = experiment.run_experiment(cfg, out, force=args.force, progress=progress)
-        except experiment.RunDirError as err:
+        except (experiment.RunDirError, cfgmod.ConfigError) as err:
             raise CliError(str(err)) from None
+        except KeyboardInterrupt:
+            bar.stop()
+            print(
+                f"gradflow: interrupted; finished groups are kept in {out}/, "
+                "run the same command again to resume",
+                file=sys.stderr,
+            )
+            return 130
     table = Table(title=f"{cfg.name}: median over seeds ({out})")
     for col in ("setting", "seeds", "rate (ln/step)", "half-life", "log10 first/last norm"):
         table.add_column(col, justify="right")
@@ -351,7 +361,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM: unwind like Ctrl-C, so temp files are removed
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -368,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as err:
         print(f"gradflow: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("gradflow: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

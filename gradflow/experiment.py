@@ -149,8 +149,8 @@ def run_experiment(cfg: cfgmod.Config, out: Path, *, force: bool = False, progre
 def _run(cfg, out, force, progress, clock) -> dict:
     t_start = time.perf_counter()
     cfg_text = cfgmod.dump_config(cfg)
+    groups = plan(cfg)  # every sweep point is validated before the directory is touched
     resumed = prepare_dir(out, cfg_text, force)
-    groups = plan(cfg)
     compiles = 0
     for g_idx, group in enumerate(groups):
         part = out / PARTS / f"{g_idx}.npz"

@@ -31,23 +31,6 @@ def _config(tmp_path, text=SWEEP):
     return path
 
 
-def test_shipped_compare_cells_runs_quick(tmp_path):
-    out = tmp_path / "run"
-    assert main(["run", str(ROOT / "configs/compare_cells.yaml"), "--quick", "-o", str(out)]) == 0
-    for name in ("config.yaml", "results.npz", "results.csv", "summary.json", "decay.png", "decay.svg"):
-        assert (out / name).is_file(), name
-    assert (out / "decay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["compiles"] == 6 and len(summary["runs"]) == 18  # 6 cells x 3 seeds, one compile per cell
-    with np.load(out / "results.npz") as data:
-        assert data["total_log10_norms"].shape == (18, 21)
-        tanh = data["label"] == "tanh RNN"
-        assert np.all(np.isfinite(data["total_log10_norms"][tanh]))
-    rates = {s["label"]: s["median_rate"] for s in summary["settings"]}
-    assert rates["tanh RNN"] < rates["LSTM"] < 0  # the carry keeps more
-    assert not (out / experiment.PARTS).exists()
-
-
 def test_sweep_compiles_once_and_rates_match_the_norms(tmp_path):
     out = tmp_path / "run"
     assert main(["run", str(_config(tmp_path)), "-o", str(out)]) == 0

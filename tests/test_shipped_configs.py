@@ -1,0 +1,122 @@
+"""Every config in configs/ runs through the CLI at --quick size, and its numbers make sense."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from gradflow import config as cfgmod
+from gradflow.cli import _header, main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+REQUIRED = {"compare_cells", "rnn_init_sweep", "phase_diagram", "lstm_forget_bias", "depth_residual_vs_plain"}
+
+
+def _run(name, tmp_path, *extra):
+    out = tmp_path / name
+    assert main(["run", str(ROOT / "configs" / f"{name}.yaml"), "--quick", "-o", str(out), *extra]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    with np.load(out / "results.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    for fig in summary["figures"]:
+        assert (out / fig).stat().st_size > 1000, fig
+    return out, summary, arrays
+
+
+def _rate(summary, **point):
+    """Median total rate of the runs at a sweep point given by the last key component."""
+    rates = [
+        r["fit"]["total"]["rate"]
+        for r in summary["runs"]
+        if all(r["point"][next(k for k in r["point"] if k.endswith(key))] == v for key, v in point.items())
+    ]
+    assert rates, point
+    return float(np.median(rates))
+
+
+def test_the_required_configs_are_shipped_with_a_header():
+    assert {p.stem for p in CONFIGS} >= REQUIRED
+    for path in CONFIGS:
+        info = _header(path)
+        assert info.get("command") == f"gradflow run configs/{path.name}", path.name
+        assert "s on a 2-core laptop CPU" in info.get("runtime", ""), path.name
+        assert len(info.get("figure", "")) > 40, path.name
+        cfg = cfgmod.load_config(path)
+        assert cfg.name == path.stem and cfg.quick, path.name  # every config has a quick switch
+
+
+def test_rnn_init_sweep(tmp_path):
+    _out, summary, arrays = _run("rnn_init_sweep", tmp_path)
+    assert summary["compiles"] == 1 and len(summary["runs"]) == 8 * 2  # 8 scales x 2 seeds, one shape
+    assert set(summary["figures"]) == {"decay.png", "decay.svg"}
+    log10 = arrays["total_log10_norms"]
+    for i, run in enumerate(summary["runs"]):
+        T = run["steps"]
+        ratio = log10[i, 0] - log10[i, T]  # log10 ||dL/dh_0|| / ||dL/dh_T||
+        assert run["fit"]["log10_first_last_ratio"] == pytest.approx(ratio, abs=1e-5)
+        if run["point"]["cells.0.options.weight_scale"] == 0.5:
+            # vanishing: the fitted rate is the per-step norm ratio
+            assert run["fit"]["total"]["rate"] < -0.3
+            assert run["fit"]["total"]["rate"] == pytest.approx(np.log(10) * ratio / T, rel=0.1)
+    rates = [_rate(summary, weight_scale=s) for s in (0.5, 1.0, 2.0, 3.0)]
+    assert rates == sorted(rates)  # larger sigma_w keeps more gradient
+
+
+def test_lstm_forget_bias(tmp_path):
+    _out, summary, arrays = _run("lstm_forget_bias", tmp_path)
+    assert summary["compiles"] == 1 and len(summary["runs"]) == 4
+    assert {"decay.png", "paths.png"} <= set(summary["figures"])
+    rates = [_rate(summary, forget_bias=b) for b in (0.0, 1.0, 3.0)]
+    assert rates == sorted(rates) and rates[0] < -0.2  # the forget bias keeps the carry
+    c, h = arrays["log10_norms_c"], arrays["log10_norms_h"]
+    assert np.all(np.isfinite(c)) and np.all(np.isfinite(h))
+    # the total norm combines the carry parts: ||(dc, dh)||^2 = ||dc||^2 + ||dh||^2
+    np.testing.assert_allclose(
+        arrays["total_log10_norms"], 0.5 * np.log10(10 ** (2.0 * c) + 10 ** (2.0 * h)), atol=1e-4
+    )
+
+
+def test_depth_residual_vs_plain(tmp_path):
+    _out, summary, arrays = _run("depth_residual_vs_plain", tmp_path)
+    assert all(r["steps"] == 10 and r["axis"] == "depth" for r in summary["runs"])  # quick: depth 10
+    assert arrays["total_log10_norms"].shape == (5 * 3, 11)
+    rates = {s["label"]: s["median_rate"] for s in summary["settings"]}
+    # sigma_w^2 = 0.5, sigma_b = 0: mean field chi_1 = sigma_w^2, rate 0.5 ln 0.5 = -0.35 per layer
+    assert rates["plain sigma_w^2=0.5"] == pytest.approx(0.5 * np.log(0.5), abs=0.12)
+    assert rates["residual"] > rates["plain sigma_w^2=0.5"]
+    assert abs(rates["residual"]) < 0.05  # alpha = 1/sqrt(L): close to flat
+
+
+def test_phase_diagram(tmp_path):
+    out, summary, _arrays = _run("phase_diagram", tmp_path)
+    assert summary["compiles"] == 1 and len(summary["runs"]) == 9 * 6  # a 9 x 6 grid, one seed, one shape
+    assert {"decay.png", "phase.png", "phase.svg"} <= set(summary["figures"])
+    # sigma_b = 0 and sigma_w < 1: q* = 0 and chi_1 = sigma_w^2, rate = ln sigma_w per layer
+    assert _rate(summary, weight_scale=0.5, bias_scale=0.0) == pytest.approx(np.log(0.5), abs=0.15)
+    assert _rate(summary, weight_scale=3.0, bias_scale=0.0) > 0.1  # chaotic
+    from gradflow import figures
+
+    run = figures.load(out)
+    values, xs, _ys = figures.phase_values(run, "plain tanh stack")
+    assert values.shape == (6, 9) and np.all(np.isfinite(values))
+    cx, rows = figures.zero_crossing(values, xs)
+    assert 0 in rows and 0.75 < cx[list(rows).index(0)] < 1.75  # the edge near sigma_w = 1 at sigma_b = 0
+
+
+def test_compare_cells(tmp_path):
+    out, summary, arrays = _run("compare_cells", tmp_path)
+    for name in ("config.yaml", "results.npz", "results.csv", "summary.json", "decay.png", "decay.svg"):
+        assert (out / name).is_file(), name
+    assert (out / "decay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["compiles"] == 6 and len(summary["runs"]) == 18  # 6 cells x 3 seeds, one compile per cell
+    assert arrays["total_log10_norms"].shape == (18, 21)
+    assert np.all(np.isfinite(arrays["total_log10_norms"][arrays["label"] == "tanh RNN"]))
+    rates = {s["label"]: s["median_rate"] for s in summary["settings"]}
+    assert rates["tanh RNN"] < rates["LSTM"] < 0  # the carry keeps more
+    assert rates["plain x100"] < rates["residual x100"]
+    assert not (out / ".parts").exists()
+    assert 0 < summary["compile_time_s"] <= summary["wall_time_s"]
+    assert {r["axis"] for r in summary["runs"] if r["cell"] in ("residual", "plain")} == {"depth"}
+    assert {"decay.png", "decay.svg", "paths.png"} <= set(summary["figures"])
