@@ -20,5 +20,6 @@ from gradflow._fit import DecayFit as DecayFit
 from gradflow._fit import decay_fit as decay_fit
 from gradflow._flow import GradientFlow as GradientFlow
 from gradflow._flow import gradient_flow as gradient_flow
+from gradflow.experiment import run_config as run_config
 
 __version__ = "0.1.0"

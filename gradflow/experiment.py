@@ -146,6 +146,29 @@ def run_experiment(cfg: cfgmod.Config, out: Path, *, force: bool = False, progre
         return _run(cfg, Path(out), force, progress, clock)
 
 
+def run_config(
+    path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    overrides=(),
+    quick: bool = False,
+    force: bool = False,
+    progress=None,
+) -> dict:
+    """``gradflow run`` from Python: load the YAML config at ``path`` and run it into ``out``.
+
+    ``overrides`` are ``"key.path=value"`` strings (``--set``); ``out`` defaults
+    to the config's ``output.dir``. Returns the summary (also in ``out/summary.json``).
+
+    Example::
+
+        summary = run_config("configs/compare_cells.yaml", "/tmp/cc", quick=True)
+        summary["settings"][0]["median_rate"]   # ln per step, tanh RNN
+    """
+    cfg = cfgmod.load_config(path, overrides, quick=quick)
+    return run_experiment(cfg, Path(out or cfg.output.dir), force=force, progress=progress)
+
+
 def _run(cfg, out, force, progress, clock) -> dict:
     t_start = time.perf_counter()
     cfg_text = cfgmod.dump_config(cfg)
