@@ -12,6 +12,7 @@ Example::
 """
 
 from gradflow import cells as cells
+from gradflow import theory as theory
 from gradflow._cell import Cell as Cell
 from gradflow._cell import ParamCount as ParamCount
 from gradflow._cell import param_count as param_count
@@ -21,5 +22,7 @@ from gradflow._fit import decay_fit as decay_fit
 from gradflow._flow import GradientFlow as GradientFlow
 from gradflow._flow import gradient_flow as gradient_flow
 from gradflow.experiment import run_config as run_config
+from gradflow.lyapunov import LyapunovSpectrum as LyapunovSpectrum
+from gradflow.lyapunov import lyapunov_spectrum as lyapunov_spectrum
 
 __version__ = "0.1.0"

@@ -197,13 +197,17 @@ def _cmd_run(args) -> int:
             )
             return 130
     table = Table(title=f"{cfg.name}: median over seeds ({out})")
-    for col in ("setting", "seeds", "rate (ln/step)", "half-life", "log10 first/last norm"):
+    theory = any(s["theory_rate"] is not None for s in summary["settings"])
+    columns = ["setting", "seeds", "rate (ln/step)", *(["theory"] if theory else []), "half-life"]
+    for col in [*columns, "log10 first/last norm"]:
         table.add_column(col, justify="right")
     for s in summary["settings"]:
+        predicted = "-" if s["theory_rate"] is None else f"{s['theory_rate']:+.4f}"
         table.add_row(
             s["label"],
             str(s["seeds"]),
             f"{s['median_rate']:+.4f}",
+            *([predicted] if theory else []),
             _half_life(s["median_rate"], s["median_half_life"]),
             f"{s['median_log10_first_last_ratio']:+.2f}",
         )

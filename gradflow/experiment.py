@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from gradflow import config as cfgmod
-from gradflow import figures, sweep
+from gradflow import figures, sweep, theory
 
 PARTS = ".parts"
 
@@ -249,6 +249,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
             log10 = data["total_log10_norms"][i]
             fit["log10_first_last_ratio"] = float(log10[0] - log10[-1])
             fit["nonfinite_step"] = int(data["nonfinite_step"][i])
+            fit["theory_rate"] = _or_none(theory.predicted_rate(run["cell"], run["options"]))
             fits.append(fit)
             row += 1
     for key in [k for k in arrays if "log10_norms" in k]:
@@ -270,6 +271,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
                 "median_rate": c["rate"],
                 "median_half_life": c["half_life"],
                 "median_log10_first_last_ratio": c["ratio"],
+                "theory_rate": _or_none(c["theory_rate"]),
                 "seeds": c["seeds"],
             }
             for c in curves
@@ -300,6 +302,11 @@ def _write_csv(out: Path, runs, arrays, parts) -> None:
                     [i, run["label"], run["cell"], run["seed"], *point, p, t, T - t, f"{log10[t]:.6g}"]
                 )
     atomic_write(out / "results.csv", buf.getvalue().encode())
+
+
+def _or_none(x: float) -> float | None:
+    """JSON has no NaN: theory that does not apply is ``null``."""
+    return None if x is None or x != x else float(x)
 
 
 def _version(package: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gradflow import plots
+from gradflow import cells, plots, theory
 
 NAMES = ("decay", "paths", "phase")  # figure file stems
 MAX_LINES = 12  # more curves than this on one axes are unreadable: the legend goes outside
@@ -100,11 +100,24 @@ def curves(
                 "rate": fit("rate"),
                 "half_life": fit("half_life"),
                 "ratio": float(np.median([runs[i]["fit"]["log10_first_last_ratio"] for i in rows])),
+                "theory_rate": _median_theory([runs[i] for i in rows]),
                 "seeds": len(rows),
                 "rows": rows,
             }
         )
     return out
+
+
+def _median_theory(runs: list) -> float:
+    """Median predicted rate over seeds (NaN where no theory applies; the same for every seed)."""
+    values = [
+        r["fit"]["theory_rate"]
+        if "theory_rate" in r["fit"]
+        else theory.predicted_rate(r["cell"], r["options"])
+        for r in runs
+    ]
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.median(values)) if values else float("nan")
 
 
 def _fit(run: dict, part: str, field: str) -> float:
@@ -175,13 +188,24 @@ def _decay_figure(found, title, base, formats) -> list[Path]:
     legend = "outside" if many else "auto"
     for ax, panel in zip(axes, panels, strict=True):
         both = len(panels) == 2
+        theory = _theory_lines(panel)
         if panel is time:
             sub = "through time" if both else None
-            plots.decay_plot(ax, panel, title=sub, legend=legend)
+            plots.decay_plot(ax, panel, title=sub, legend=legend, theory=theory)
         else:
-            plots.depth_plot(ax, panel, title="through depth" if both else None, legend=legend)
+            plots.depth_plot(ax, panel, title="through depth" if both else None, legend=legend, theory=theory)
     fig.suptitle(title, fontsize=plots.LABEL_SIZE + 2)
     return plots.save_figure(fig, base, formats)
+
+
+def _theory_lines(panel: list[dict]) -> list[dict]:
+    """Dashed theory lines in each curve's colour; one legend entry for all of them."""
+    lines = []
+    for i, curve in enumerate(panel):
+        if np.isfinite(curve.get("theory_rate", np.nan)):
+            label = "dashed: theory, same colour" if not lines else "_theory"
+            lines.append({"label": label, "rate": curve["theory_rate"], "color": i, "show_rate": False})
+    return lines
 
 
 def _paths_figure(paths, base, formats) -> list[Path]:
@@ -245,36 +269,72 @@ def _numeric(values) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
+def phase_theory(run: Run, label: str) -> np.ndarray:
+    """Predicted rate (``theory.predicted_rate``) per grid point, ``[Ny, Nx]``, NaN where none applies."""
+    (kx, xs), (ky, ys) = list(run.grid.items())
+    values = np.full((len(ys), len(xs)), np.nan)
+    for r in run.runs:
+        if r["label"] == label and r["fit"].get("theory_rate") is not None:
+            values[list(ys).index(r["point"][ky]), list(xs).index(r["point"][kx])] = r["fit"]["theory_rate"]
+    return values
+
+
+def critical_line_theory(run: Run, label: str):
+    """Mean-field edge of chaos ``(sigma_w [M], sigma_b [M])`` on a sigma_w x sigma_b grid, else None."""
+    (kx, _), (ky, ys) = list(run.grid.items())
+    spec = next(r for r in run.runs if r["label"] == label)
+    opts = {**cells.options(spec["cell"]), **spec["options"]}
+    mean_field_cell = spec["cell"] == "plain" or (
+        spec["cell"] == "rnn" and opts["recurrent_init"] == "normal"
+    )
+    if not (kx.endswith("weight_scale") and ky.endswith("bias_scale") and mean_field_cell):
+        return None
+    if opts.get("norm") is not None or opts.get("activation") not in theory.ACTIVATIONS:
+        return None
+    sigma_b = np.linspace(min(ys), max(ys), 60)
+    input_scale = opts["input_scale"] if spec["cell"] == "rnn" else 0.0
+    return theory.critical_line(opts["activation"], sigma_b, input_scale), sigma_b
+
+
 def _phase_figure(run: Run, base, formats) -> list[Path]:
     labels = list(dict.fromkeys(r["label"] for r in run.runs))
     (kx, xs), (ky, ys) = list(run.grid.items())
-    n = len(labels)
+    xv = np.asarray(xs, np.float64) if _numeric(xs) else np.arange(len(xs), dtype=np.float64)
+    yv = np.asarray(ys, np.float64) if _numeric(ys) else np.arange(len(ys), dtype=np.float64)
+    panels = []  # (label, title, values, critical line, measured edge)
+    for label in labels:
+        measured = phase_values(run, label)[0]
+        predicted = (
+            phase_theory(run, label) if _numeric(xs) and _numeric(ys) else np.full_like(measured, np.nan)
+        )
+        edge_x, rows = zero_crossing(measured, xv)
+        edge = (edge_x, yv[rows]) if len(edge_x) > 1 else None
+        line = critical_line_theory(run, label) if np.isfinite(predicted).any() else None
+        span = float(np.nanmax(np.abs(np.concatenate([measured.ravel(), predicted.ravel()]))))
+        panels.append((label, "measured", measured, line, edge, span))
+        if np.isfinite(predicted).all():
+            panels.append((label, "mean-field theory", predicted, line, None, span))
+    n = len(panels)
     width = max(5.6, 0.62 * len(xs) + 2.6)  # room for the numbers in the cells
     fig, axes = plots.figure(1, n, size=(width * n, max(4.6, 0.45 * len(ys) + 2.0)))
     axes = np.atleast_1d(axes)
-    for ax, label in zip(axes, labels, strict=True):
-        values, _, _ = phase_values(run, label)
-        xv = np.asarray(xs, np.float64) if _numeric(xs) else np.arange(len(xs), dtype=np.float64)
-        yv = np.asarray(ys, np.float64) if _numeric(ys) else np.arange(len(ys), dtype=np.float64)
-        cx, rows = zero_crossing(values, xv)
-        line = (cx, yv[rows]) if len(cx) > 1 else None
-        axis = next((r.get("axis", "time") for r in run.runs if r["label"] == label), "time")
-        unit = "layer" if axis == "depth" else "step"
-        plots.heatmap(
-            ax,
-            values,
-            xv,
-            yv,
-            x_label=kx.split(".")[-1],
-            y_label=ky.split(".")[-1],
-            value_label=f"rate (ln per {unit}), median over seeds",
-            critical_line=line,
-        )
+    axis = {r["label"]: r.get("axis", "time") for r in run.runs}
+    for ax, (label, kind, values, line, edge, span) in zip(axes, panels, strict=True):
+        unit = "layer" if axis[label] == "depth" else "step"
+        what = f"rate (ln per {unit})" + (", median over seeds" if kind == "measured" else "")
+        plots.heatmap(ax, values, xv, yv, x_label=kx.split(".")[-1], y_label=ky.split(".")[-1],
+                      value_label=what, critical_line=line, span=span)  # fmt: skip
+        notes = []
+        if line is not None:
+            notes.append("black line: mean-field edge of chaos")
+        if edge is not None:
+            ax.plot(*edge, linestyle="none", marker="o", markersize=6, markerfacecolor="white",
+                    markeredgecolor="black", zorder=5, scalex=False, scaley=False)  # fmt: skip
+            notes.append("circles: measured rate = 0")
         if not _numeric(xs):
             ax.set_xticks(xv, [str(v) for v in xs])
         if not _numeric(ys):
             ax.set_yticks(yv, [str(v) for v in ys])
-        title = label + ("\nblack: measured edge, rate = 0" if line is not None else "")
-        ax.set_title(title, fontsize=plots.LABEL_SIZE)
+        ax.set_title(f"{label}: {kind}" + "".join(f"\n{t}" for t in notes), fontsize=plots.LABEL_SIZE)
     fig.suptitle(f"{run.name}: gradient rate per grid point", fontsize=plots.LABEL_SIZE + 2)
     return plots.save_figure(fig, base, formats)

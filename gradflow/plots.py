@@ -227,10 +227,12 @@ def _curves_plot(ax, curves, *, normalize, band, unit, legend, labels, title, th
         color = PALETTE[color % len(PALETTE)] if isinstance(color, int) else color
         start = th.get("log10_start", 0.0 if normalize or not starts else starts[0])
         start = start if np.isfinite(start) else 0.0
-        k = np.linspace(0.0, max_x or 100, 200)
-        label = str(th.get("label", "theory")) + _rate_text(th["rate"], unit)
+        k = np.linspace(0.0, max_x or 100, 200)  # steps (layers) back from the loss end
+        rate_text = _rate_text(th["rate"], unit) if th.get("show_rate", True) else ""
+        label = str(th.get("label", "theory")) + rate_text
         y = start + float(th["rate"]) * k / np.log(10.0)
-        ax.plot(k, y, color=color, linestyle=THEORY_LINESTYLE, linewidth=1.3, label=label)
+        x = k if unit == "step" else max_x - k  # depth plots put the output layer at the right
+        ax.plot(x, y, color=color, linestyle=THEORY_LINESTYLE, linewidth=1.3, label=label)
     _set_ylim(ax, lo, hi)  # theory lines do not stretch the y-range of the data
     _log10_yaxis(ax)
     ax.tick_params(axis="x", labelsize=TICK_SIZE)
@@ -259,7 +261,8 @@ def decay_plot(ax, curves, *, normalize=True, theory=None, title=None, band="min
       normalize: subtract each seed's log10 at t = T (or the finite entry
         nearest it), i.e. plot ``||dL/dh_t|| / ||dL/dh_T||``.
       theory: list of ``{"label", "rate" (ln per step), "color": str or palette
-        index, "log10_start" (optional)}`` drawn dashed as ``exp(rate * k)``.
+        index, "log10_start" (optional), "show_rate" (default True: the rate
+        goes into the legend)}`` drawn dashed as ``exp(rate * k)``.
       title: axes title.
       legend: ``"auto"`` (inside where it covers no data, else below the axes),
         ``"below"``, ``"outside"`` (right of the axes) or a matplotlib ``loc``.
@@ -277,7 +280,7 @@ def decay_plot(ax, curves, *, normalize=True, theory=None, title=None, band="min
     return _curves_plot(ax, curves, unit="step", theory=theory, **kw)
 
 
-def depth_plot(ax, curves, *, normalize=True, title=None, band="minmax", legend="auto"):
+def depth_plot(ax, curves, *, normalize=True, theory=None, title=None, band="minmax", legend="auto"):
     """Gradient norm against layer index (0 = input) for residual vs plain stacks.
 
     Args:
@@ -285,6 +288,7 @@ def depth_plot(ax, curves, *, normalize=True, title=None, band="minmax", legend=
         entry l is ``log10 ||dL/dx_l||``, x_L the top layer, S seeds; median
         over seeds drawn at x = l, band when S > 1; ``rate`` is ln per layer.
       normalize: plot ``||dL/dx_l|| / ||dL/dx_L||``.
+      theory: as in ``decay_plot`` (``rate`` ln per layer), drawn dashed from the output layer down.
 
     Returns:
       ``ax``.
@@ -295,7 +299,7 @@ def depth_plot(ax, curves, *, normalize=True, title=None, band="minmax", legend=
     """
     labels = ("layer $l$ (0 = input)", r"$\|dL/dx_l\| \,/\, \|dL/dx_L\|$", r"$\|dL/dx_l\|$")
     kw = {"normalize": normalize, "band": band, "legend": legend, "labels": labels, "title": title}
-    return _curves_plot(ax, curves, unit="layer", **kw)
+    return _curves_plot(ax, curves, unit="layer", theory=theory, **kw)
 
 
 def paths_plot(ax, steps_back, c_log10, h_log10, *, label="", band="minmax", legend="auto"):
@@ -352,7 +356,7 @@ def _cell_text(v: float) -> str:
 
 
 def heatmap(ax, values, x_values, y_values, *, x_label, y_label, value_label, critical_line=None,
-            center=0.0, cmap="RdBu_r", annotate=None):  # fmt: skip
+            center=0.0, cmap="RdBu_r", annotate=None, span=None):  # fmt: skip
     """A 2-D sweep, e.g. ``sigma_w x sigma_b -> rate``, on a diverging map centred at ``center``.
 
     Args:
@@ -365,6 +369,8 @@ def heatmap(ax, values, x_values, y_values, *, x_label, y_label, value_label, cr
       center: value at the neutral colour (rate 0 = edge of chaos); the colour
         range is symmetric about it.
       annotate: write values in the cells; default when the grid is <= 10 x 10.
+      span: colour range ``center +- span`` (default: the largest deviation), e.g.
+        to share one scale between a measured and a predicted panel.
 
     Returns:
       ``ax``; the colorbar is a new axes, ``ax.figure.axes[-1]``.
@@ -379,7 +385,8 @@ def heatmap(ax, values, x_values, y_values, *, x_label, y_label, value_label, cr
     if v.shape != (yv.size, xv.size):
         raise ValueError(f"values must be [len(y_values), len(x_values)] = {(yv.size, xv.size)}: {v.shape}")
     masked = np.ma.masked_invalid(v)
-    span = float(np.max(np.abs(masked - center))) if masked.count() else 1.0
+    if span is None:
+        span = float(np.max(np.abs(masked - center))) if masked.count() else 1.0
     span = span if span > 0 else 1.0
     norm = colors.Normalize(center - span, center + span)
     cm = colormaps[cmap].with_extremes(bad="0.7")

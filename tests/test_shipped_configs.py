@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gradflow import config as cfgmod
+from gradflow import theory
 from gradflow.cli import _header, main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -62,6 +63,10 @@ def test_rnn_init_sweep(tmp_path):
             assert run["fit"]["total"]["rate"] == pytest.approx(np.log(10) * ratio / T, rel=0.1)
     rates = [_rate(summary, weight_scale=s) for s in (0.5, 1.0, 2.0, 3.0)]
     assert rates == sorted(rates)  # larger sigma_w keeps more gradient
+    for setting in summary["settings"]:  # mean field with the input term, recomputed here
+        sigma_w = float(setting["label"].split("weight_scale=")[1].rstrip(")"))
+        expected = theory.mean_field("tanh", sigma_w, 0.0, 1.0).rate
+        assert setting["theory_rate"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_lstm_forget_bias(tmp_path):
@@ -86,6 +91,9 @@ def test_depth_residual_vs_plain(tmp_path):
     # sigma_w^2 = 0.5, sigma_b = 0: mean field chi_1 = sigma_w^2, rate 0.5 ln 0.5 = -0.35 per layer
     assert rates["plain sigma_w^2=0.5"] == pytest.approx(0.5 * np.log(0.5), abs=0.12)
     assert rates["residual"] > rates["plain sigma_w^2=0.5"]
+    predicted = {s["label"]: s["theory_rate"] for s in summary["settings"]}
+    assert predicted["plain sigma_w^2=0.5"] == pytest.approx(np.log(0.7071), rel=1e-9)  # chi_1 = sigma_w^2
+    assert predicted["residual"] is None and predicted["plain + batch norm"] is None  # no closed form
     assert abs(rates["residual"]) < 0.05  # alpha = 1/sqrt(L): close to flat
 
 
@@ -99,10 +107,16 @@ def test_phase_diagram(tmp_path):
     from gradflow import figures
 
     run = figures.load(out)
-    values, xs, _ys = figures.phase_values(run, "plain tanh stack")
+    values, xs, ys = figures.phase_values(run, "plain tanh stack")
     assert values.shape == (6, 9) and np.all(np.isfinite(values))
     cx, rows = figures.zero_crossing(values, xs)
     assert 0 in rows and 0.75 < cx[list(rows).index(0)] < 1.75  # the edge near sigma_w = 1 at sigma_b = 0
+    predicted = figures.phase_theory(run, "plain tanh stack")
+    for (i, j), value in np.ndenumerate(predicted):
+        assert value == pytest.approx(theory.mean_field("tanh", xs[j], ys[i]).rate, rel=1e-9)
+    sigma_w, sigma_b = figures.critical_line_theory(run, "plain tanh stack")
+    assert sigma_b[0] == 0.0 and sigma_w[0] == pytest.approx(1.0, abs=1e-6)  # sigma_b = 0: sigma_w* = 1
+    assert np.all(np.diff(sigma_w) > 0)
 
 
 def test_compare_cells(tmp_path):
