@@ -22,7 +22,15 @@ from gradflow._fit import decay_fit as decay_fit
 from gradflow._flow import GradientFlow as GradientFlow
 from gradflow._flow import gradient_flow as gradient_flow
 from gradflow.experiment import run_config as run_config
+from gradflow.jacobians import LocalJacobians as LocalJacobians
+from gradflow.jacobians import ProductNorms as ProductNorms
+from gradflow.jacobians import local_jacobians as local_jacobians
+from gradflow.jacobians import pascanu_bound as pascanu_bound
+from gradflow.jacobians import pascanu_bounds as pascanu_bounds
+from gradflow.jacobians import product_norms as product_norms
 from gradflow.lyapunov import LyapunovSpectrum as LyapunovSpectrum
 from gradflow.lyapunov import lyapunov_spectrum as lyapunov_spectrum
+from gradflow.paths import PathDecomposition as PathDecomposition
+from gradflow.paths import path_decomposition as path_decomposition
 
 __version__ = "0.1.0"
