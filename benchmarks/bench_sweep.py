@@ -40,7 +40,7 @@ def main():
         sweep.measure_runs(args.cell, [opts], [seed], inputs)
     one_by_one = time.perf_counter() - t0
     print(
-        f"{len(options)}-run sweep ({args.cell}, T={steps}, hidden 64): one vmapped call "
+        f"{len(options)}-run sweep ({args.cell}, T={steps}, hidden 64): one compiled call "
         f"{together:.2f} s ({n_compiles} compile) vs one by one with fresh compiles {one_by_one:.2f} s: "
         f"speed-up {one_by_one / together:.1f}x (target >= 10x)"
     )
