@@ -225,3 +225,15 @@ def test_legend_outside_right():
     fig.canvas.draw()
     r = fig.canvas.get_renderer()
     assert ax.get_legend().get_window_extent(r).x0 > ax.get_window_extent(r).x1
+
+
+def test_depth_plot_theory_line_starts_at_the_output_layer():
+    _fig, ax = plots.figure()
+    logs = np.linspace(-2.0, 0.0, 21)  # 20 layers, normalized at the top
+    theory = [{"label": "dashed", "rate": -0.2, "color": 0, "show_rate": False}]
+    plots.depth_plot(ax, [{"label": "plain", "log10_norms": logs, "rate": -0.23}], theory=theory)
+    line = next(ln for ln in ax.lines if ln.get_linestyle() == "--")
+    x, y = line.get_xdata(), line.get_ydata()
+    np.testing.assert_allclose(y[x == 20.0], 0.0, atol=1e-12)  # x = L: the loss end
+    np.testing.assert_allclose(y[x == 0.0], -0.2 * 20 / np.log(10), rtol=1e-12)  # 20 layers back
+    assert line.get_label() == "dashed"  # show_rate=False: no rate appended
