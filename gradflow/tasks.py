@@ -1,5 +1,8 @@
 """Long-range dependency tasks generated on the fly from a key, each with its "learned nothing" baseline.
 
+The generators (``adding``, ``copy``, ``temporal_order``, ``lookahead``) are jit-compiled functions of
+``key`` with static sizes; ``get(name, **options)`` builds a ``Task`` around one of them (or ``from_npz``).
+
 Every generator returns a time-major ``Batch`` (the ``xs`` that ``gradient_flow`` and ``unroll`` take):
 
 * ``xs: [T, B, I]`` floating inputs,
@@ -20,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -111,6 +115,7 @@ def _last_step_mask(steps, batch):
 
 
 # ---------------------------------------------------------------------------------------------- adding
+@functools.partial(jax.jit, static_argnames=("batch", "steps", "dtype"))
 def adding(key: jax.Array, batch: int, steps: int, *, dtype="float32") -> Batch:
     """The adding problem: add the two marked values; answer at the last step.
 
@@ -146,7 +151,10 @@ def _adding_task(steps: int = 100, *, dtype="float32") -> Task:
 
 
 # ------------------------------------------------------------------------------------------------ copy
-def copy(key: jax.Array, batch: int, lag: int, *, symbols: int = 8, length: int = 10, dtype="float32") -> Batch:
+@functools.partial(jax.jit, static_argnames=("batch", "lag", "symbols", "length", "dtype"))
+def copy(
+    key: jax.Array, batch: int, lag: int, *, symbols: int = 8, length: int = 10, dtype="float32"
+) -> Batch:
     """The copy (memory) task of Arjovsky et al. 2016: recall ``length`` symbols after ``lag`` steps.
 
     Tokens: 0 blank, ``1..symbols`` data, ``symbols + 1`` the delimiter. Input: ``length`` data symbols,
@@ -185,7 +193,9 @@ def _copy_task(lag: int = 100, *, symbols: int = 8, length: int = 10, dtype="flo
         return copy(key, batch, lag, symbols=symbols, length=length, dtype=dtype)
 
     base = length * math.log(symbols) / steps
-    note = f"blank, then uniform over {symbols} symbols: {length} ln {symbols} / (lag + {2 * length}) nats/step"
+    note = (
+        f"blank, then uniform over {symbols} symbols: {length} ln {symbols} / (lag + {2 * length}) nats/step"
+    )
     return Task("copy", sample, baseline_outputs, "xent", base, note, steps, symbols + 2, symbols + 1)
 
 
@@ -193,6 +203,7 @@ def _copy_task(lag: int = 100, *, symbols: int = 8, length: int = 10, dtype="flo
 TEMPORAL_ORDER_SYMBOLS = ("a", "b", "c", "d", "X", "Y", "E", "B")
 
 
+@functools.partial(jax.jit, static_argnames=("batch", "steps", "dtype"))
 def temporal_order(key: jax.Array, batch: int, steps: int, *, dtype="float32") -> Batch:
     """Temporal order (Hochreiter & Schmidhuber 1997, task 6a): classify the order of X/Y at two places.
 
@@ -234,6 +245,7 @@ def _temporal_order_task(steps: int = 100, *, dtype="float32") -> Task:
 
 
 # ------------------------------------------------------------------------------------------- lookahead
+@functools.partial(jax.jit, static_argnames=("batch", "steps", "delay", "symbols", "dtype"))
 def lookahead(key: jax.Array, batch: int, steps: int, *, delay: int = 5, symbols: int = 8, dtype="float32"):
     """A bidirectional task: at step ``t`` output the symbol that arrives ``delay`` steps *later*.
 
@@ -264,11 +276,15 @@ def _lookahead_task(steps: int = 50, *, delay: int = 5, symbols: int = 8, dtype=
         return jnp.zeros((*b.ys.shape, symbols), b.xs.dtype)
 
     note = f"uniform over {symbols} symbols (the best a causal model can do): ln {symbols} nats"
-    return Task("lookahead", sample, baseline_outputs, "xent", math.log(symbols), note, steps, symbols, symbols)
+    return Task(
+        "lookahead", sample, baseline_outputs, "xent", math.log(symbols), note, steps, symbols, symbols
+    )
 
 
 # ------------------------------------------------------------------------------------------------- npz
-_NPZ_EXPECTED = "xs [N, T, I] float, ys [N, T, O] float (MSE) or [N, T] int (classes), optional mask [N, T] bool"
+_NPZ_EXPECTED = (
+    "xs [N, T, I] float, ys [N, T, O] float (MSE) or [N, T] int (classes), optional mask [N, T] bool"
+)
 
 
 def _load_arrays(path) -> dict[str, np.ndarray]:
@@ -277,7 +293,9 @@ def _load_arrays(path) -> dict[str, np.ndarray]:
     try:
         archive = np.load(name, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise ValueError(f"{name}: cannot read as .npz ({_one_line(err)}); expected {_NPZ_EXPECTED}") from None
+        raise ValueError(
+            f"{name}: cannot read as .npz ({_one_line(err)}); expected {_NPZ_EXPECTED}"
+        ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{name}: a single .npy array, not an .npz archive; expected {_NPZ_EXPECTED}")
     arrays = {}
@@ -303,10 +321,14 @@ def _check_npz(name: str, arrays: dict[str, np.ndarray]):
 
     unknown = sorted(set(arrays) - {"xs", "ys", "mask"})
     if unknown:
-        raise ValueError(f"{name}: unknown array {unknown[0]!r}; allowed: ['mask', 'xs', 'ys'] ({_NPZ_EXPECTED})")
+        raise ValueError(
+            f"{name}: unknown array {unknown[0]!r}; allowed: ['mask', 'xs', 'ys'] ({_NPZ_EXPECTED})"
+        )
     for key in ("xs", "ys"):
         if key not in arrays:
-            raise ValueError(f"{name}: missing array {key!r} (found {sorted(arrays)}); expected {_NPZ_EXPECTED}")
+            raise ValueError(
+                f"{name}: missing array {key!r} (found {sorted(arrays)}); expected {_NPZ_EXPECTED}"
+            )
     xs, ys = arrays["xs"], arrays["ys"]
     if xs.ndim != 3:
         fail("xs", f"has shape {xs.shape} ({xs.ndim}-D)", "3-D [N, T, I] (batch-major)")
@@ -334,7 +356,11 @@ def _check_npz(name: str, arrays: dict[str, np.ndarray]):
     for key, arr in (("xs", xs), ("ys", ys)):
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             bad = np.argwhere(~np.isfinite(arr))[0]
-            fail(key, f"has a non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}", "finite")
+            fail(
+                key,
+                f"has a non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}",
+                "finite",
+            )
     if classes and ys[mask].min() < 0:
         fail("ys", f"has a negative label {ys[mask].min()}", "class labels 0..C-1")
     return xs, ys, mask

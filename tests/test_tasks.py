@@ -10,6 +10,13 @@ import pytest
 from gradflow import tasks
 
 KEY = jax.random.key(0)
+
+
+def draw(task, key, batch):
+    """One jit-compiled sample (eager dispatch of the many small ops is slower on CPU)."""
+    return jax.jit(task.sample, static_argnums=1)(key, batch)
+
+
 BIG = 40_000  # Monte Carlo batch: standard errors well under 1% of each baseline
 
 TASKS = {  # name -> (options, T, I, O, stated baseline)
@@ -65,25 +72,27 @@ def test_baseline_predictor_scores_stated_baseline(name):
     opts, _, _, _, stated = TASKS[name]
     task = tasks.get(name, **opts, dtype="float64")
     assert task.baseline == pytest.approx(stated, rel=1e-12)
-    batch = task.sample(KEY, BIG)
-    measured = float(task.loss(task.baseline_outputs(batch), batch))
+    batch = draw(task, KEY, BIG)
+    measured = float(jax.jit(task.loss)(task.baseline_outputs(batch), batch))
     assert abs(measured - stated) < 0.02 * stated, (name, measured, stated)
 
 
 def test_adding_baseline_is_a_monte_carlo_estimate():
     """Predicting 1 has MSE Var(x1 + x2) = 1/6; the estimate is near it but not exact (values are random)."""
     task = tasks.get("adding", steps=20, dtype="float64")
-    batch = task.sample(KEY, BIG)
-    measured = float(task.loss(task.baseline_outputs(batch), batch))
+    batch = draw(task, KEY, BIG)
+    measured = float(jax.jit(task.loss)(task.baseline_outputs(batch), batch))
     assert measured != 1 / 6 and abs(measured - 1 / 6) < 0.01 / 6
-    assert float(task.loss(jnp.zeros_like(batch.ys), batch)) == pytest.approx(7 / 6, rel=0.02)  # E[s^2]
+    assert float(jax.jit(task.loss)(jnp.zeros_like(batch.ys), batch)) == pytest.approx(
+        7 / 6, rel=0.02
+    )  # E[s^2]
 
 
 @pytest.mark.parametrize("name", ["temporal_order", "lookahead"])
 def test_classification_baselines_have_chance_accuracy(name):
-    opts, *_, stated = TASKS[name]
+    opts, *_ = TASKS[name]
     task = tasks.get(name, **opts)
-    batch = task.sample(KEY, BIG)
+    batch = draw(task, KEY, BIG)
     acc = float(tasks.accuracy(task.baseline_outputs(batch), batch))  # argmax of uniform logits: class 0
     chance = 1 / task.output_size
     assert abs(acc - chance) < 0.02 * chance
@@ -94,10 +103,12 @@ def test_classification_baselines_have_chance_accuracy(name):
 
 def test_copy_baseline_is_exact_per_step():
     task = tasks.get("copy", lag=100)
-    batch = task.sample(KEY, 64)
+    batch = draw(task, KEY, 64)
     assert task.steps == 120
-    assert float(task.loss(task.baseline_outputs(batch), batch)) == pytest.approx(10 * math.log(8) / 120, rel=1e-6)
-    uniform = float(task.loss(jnp.zeros_like(task.baseline_outputs(batch)), batch))  # knows no phase
+    assert float(jax.jit(task.loss)(task.baseline_outputs(batch), batch)) == pytest.approx(
+        10 * math.log(8) / 120, rel=1e-6
+    )
+    uniform = float(jax.jit(task.loss)(jnp.zeros_like(task.baseline_outputs(batch)), batch))  # knows no phase
     assert uniform == pytest.approx(math.log(9), rel=1e-6)
 
 
@@ -105,15 +116,15 @@ def test_copy_baseline_is_exact_per_step():
 def test_oracle_reading_inputs_scores_zero(name):
     opts, *_ = TASKS[name]
     task = tasks.get(name, **opts, dtype="float64")
-    batch = task.sample(jax.random.key(3), 256)
+    batch = draw(task, jax.random.key(3), 256)
     outputs = jnp.asarray(ORACLES[name](np.asarray(batch.xs)))
-    metrics = task.metrics(outputs, batch)
+    metrics = jax.jit(task.metrics)(outputs, batch)
     assert float(metrics["loss"]) < 1e-12
     if task.kind == "xent":
         assert float(metrics["accuracy"]) == 1.0
     # and it is the answer, not luck: shuffling the batch breaks it
     wrong = jnp.roll(outputs, 1, axis=1)
-    assert float(task.loss(wrong, batch)) > 0.1 * task.baseline
+    assert float(jax.jit(task.loss)(wrong, batch)) > 0.1 * task.baseline
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -121,7 +132,7 @@ def test_oracle_reading_inputs_scores_zero(name):
 def test_shapes_and_dtypes(name, dtype):
     opts, steps, inputs, outputs, _ = TASKS[name]
     task = tasks.get(name, **opts, dtype=dtype)
-    batch = task.sample(KEY, 5)
+    batch = draw(task, KEY, 5)
     assert (task.steps, task.input_size, task.output_size) == (steps, inputs, outputs)
     assert batch.xs.shape == (steps, 5, inputs) and batch.xs.dtype == dtype
     assert batch.mask.shape == (steps, 5) and batch.mask.dtype == jnp.bool_
@@ -177,7 +188,9 @@ def test_registry_errors_list_choices():
     assert tasks.names() == ["adding", "copy", "lookahead", "npz", "temporal_order"]
     with pytest.raises(ValueError, match=r"unknown task 'adds'; choose from \['adding'"):
         tasks.get("adds")
-    with pytest.raises(ValueError, match=r"unknown option 'T' for task 'adding'; options: \['dtype', 'steps'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown option 'T' for task 'adding'; options: \['dtype', 'steps'\]"
+    ):
         tasks.get("adding", T=10)
     with pytest.raises(ValueError, match="needs path"):
         tasks.get("npz")
@@ -206,7 +219,9 @@ def test_npz_classes_happy_path(tmp_path):
         row = np.flatnonzero((xs == np.asarray(batch.xs[:, b])).all(axis=(1, 2)))
         assert len(row) == 1 and (ys[row[0]] == np.asarray(batch.ys[:, b])).all()
     full = tasks.Batch(jnp.swapaxes(xs, 0, 1), jnp.asarray(ys.T, jnp.int32), jnp.ones((5, 6), bool))
-    assert float(task.loss(task.baseline_outputs(full), full)) == pytest.approx(task.baseline, rel=1e-6)
+    assert float(jax.jit(task.loss)(task.baseline_outputs(full), full)) == pytest.approx(
+        task.baseline, rel=1e-6
+    )
 
 
 def test_npz_regression_with_mask(tmp_path):
@@ -219,7 +234,7 @@ def test_npz_regression_with_mask(tmp_path):
     assert task.kind == "mse" and task.output_size == 2
     last = ys[:, -1]
     assert task.baseline == pytest.approx(np.mean((last - last.mean(0)) ** 2), rel=1e-12)
-    batch = task.sample(KEY, 7)
+    batch = draw(task, KEY, 7)
     assert batch.ys.dtype == jnp.float64 and batch.mask.dtype == jnp.bool_
     assert np.asarray(batch.mask[-1]).all() and not np.asarray(batch.mask[:-1]).any()
 
