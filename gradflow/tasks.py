@@ -141,13 +141,14 @@ def adding(key: jax.Array, batch: int, steps: int, *, dtype="float32") -> Batch:
 
 
 def _adding_task(steps: int = 100, *, dtype="float32") -> Task:
+    def sample(key, batch):
+        return adding(key, batch, steps, dtype=dtype)
+
     def baseline_outputs(b):
         return jnp.ones_like(b.ys, dtype=b.xs.dtype)
 
-    return Task(
-        "adding", lambda key, batch: adding(key, batch, steps, dtype=dtype), baseline_outputs,
-        "mse", 1 / 6, "predict 1: MSE Var(x1 + x2) = 1/6", steps, 2, 1,
-    )  # fmt: skip
+    note = "predict 1: MSE Var(x1 + x2) = 1/6"
+    return Task("adding", sample, baseline_outputs, "mse", 1 / 6, note, steps, 2, 1)
 
 
 # ------------------------------------------------------------------------------------------------ copy
@@ -460,4 +461,8 @@ def get(name: str, **opts) -> Task:
         raise ValueError(f"unknown option {unknown[0]!r} for task {name!r}; options: {sorted(known)}")
     if name == "npz" and "path" not in opts:
         raise ValueError("task 'npz' needs path=<file.npz>")
-    return _REGISTRY[name](**opts)
+    task = _REGISTRY[name](**opts)
+    jax.eval_shape(
+        lambda key: task.sample(key, 1), jax.random.key(0)
+    )  # bad sizes fail here, not at the first sample
+    return task

@@ -194,6 +194,10 @@ def test_registry_errors_list_choices():
         tasks.get("adding", T=10)
     with pytest.raises(ValueError, match="needs path"):
         tasks.get("npz")
+    with pytest.raises(ValueError, match="steps must be an integer >= 2, got 1"):
+        tasks.get("adding", steps=1)
+    with pytest.raises(ValueError, match="lag must be a positive integer, got 0"):
+        tasks.get("copy", lag=0)
     with pytest.raises(ValueError, match="delay=9 must be < steps=9"):
         tasks.lookahead(KEY, 2, 9, delay=9)
     with pytest.raises(ValueError, match="steps must be an integer >= 10"):
