@@ -1,0 +1,468 @@
+"""Long-range dependency tasks generated on the fly from a key, each with its "learned nothing" baseline.
+
+The generators (``adding``, ``copy``, ``temporal_order``, ``lookahead``) are jit-compiled functions of
+``key`` with static sizes; ``get(name, **options)`` builds a ``Task`` around one of them (or ``from_npz``).
+
+Every generator returns a time-major ``Batch`` (the ``xs`` that ``gradient_flow`` and ``unroll`` take):
+
+* ``xs: [T, B, I]`` floating inputs,
+* ``ys``: ``[T, B, O]`` float targets (``kind='mse'``) or ``[T, B]`` int32 class labels (``kind='xent'``),
+* ``mask: [T, B]`` bool, the steps that count (targets elsewhere are placeholders).
+
+A ``Task`` (made by ``get``) bundles a sampler with its loss and its baseline: the loss of the best
+predictor that has learned nothing about the dependency (see ``../shared/SCIENCE.md``), so "solved" is
+defined relative to it. Losses are means over the masked steps (MSE: also over outputs; cross-entropy in
+nats with ``outputs`` as logits).
+
+Example::
+
+    task = gradflow.tasks.get("adding", steps=100)
+    batch = jax.jit(task.sample, static_argnums=1)(jax.random.key(0), 32)  # xs: [100, 32, 2]
+    task.loss(task.baseline_outputs(batch), batch)                        # about 1/6
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradflow.cells._common import dtype_of, positive_int
+
+_NEG = -1e4  # a logit whose probability is exactly 0 after log_softmax, without infinities
+
+
+class Batch(NamedTuple):
+    """One batch of a task, time-major: ``xs [T, B, I]``, ``ys [T, B, O]`` or ``[T, B]``, ``mask [T, B]``."""
+
+    xs: jax.Array
+    ys: jax.Array
+    mask: jax.Array
+
+
+class Task(NamedTuple):
+    """A task: a jit-able sampler, its loss kind and its "learned nothing" baseline.
+
+    * ``sample(key, batch_size) -> Batch`` (``batch_size`` static under ``jit``).
+    * ``baseline_outputs(batch) -> outputs``: what the learned-nothing predictor outputs
+      (``[T, B, O]``; logits for ``'xent'``); its ``loss`` is ``baseline`` (up to Monte Carlo error).
+    * ``kind``: ``'mse'`` or ``'xent'``; ``steps``: ``T``; ``input_size``: ``I``; ``output_size``:
+      ``O`` (the number of classes for ``'xent'``); ``baseline_note`` says what the baseline is.
+
+    Example::
+
+        task = get("copy", lag=50)
+        batch = task.sample(jax.random.key(0), 16)   # xs: [70, 16, 10], ys: [70, 16]
+        task.metrics(model_outputs, batch)           # {'loss': ..., 'accuracy': ...}
+    """
+
+    name: str
+    sample: Callable[[jax.Array, int], Batch]
+    baseline_outputs: Callable[[Batch], jax.Array]
+    kind: str
+    baseline: float
+    baseline_note: str
+    steps: int
+    input_size: int
+    output_size: int
+
+    def loss(self, outputs: jax.Array, batch: Batch) -> jax.Array:
+        """Masked mean MSE or cross-entropy (nats) of ``outputs [T, B, O]`` against ``batch``."""
+        return mse(outputs, batch) if self.kind == "mse" else cross_entropy(outputs, batch)
+
+    def metrics(self, outputs: jax.Array, batch: Batch) -> dict[str, jax.Array]:
+        """``{'loss'}``, plus ``'accuracy'`` (masked) for classification tasks."""
+        out = {"loss": self.loss(outputs, batch)}
+        if self.kind == "xent":
+            out["accuracy"] = accuracy(outputs, batch)
+        return out
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.where(mask, values, 0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
+def mse(outputs: jax.Array, batch: Batch) -> jax.Array:
+    """Mean squared error over masked steps and outputs; ``outputs, ys: [T, B, O]``."""
+    return _masked_mean(jnp.mean((outputs - batch.ys) ** 2, axis=-1), batch.mask)
+
+
+def cross_entropy(logits: jax.Array, batch: Batch) -> jax.Array:
+    """Mean cross-entropy (nats) over masked steps; ``logits: [T, B, C]``, ``ys: [T, B]`` int."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, batch.ys[..., None], axis=-1)[..., 0]
+    return _masked_mean(nll, batch.mask)
+
+
+def accuracy(logits: jax.Array, batch: Batch) -> jax.Array:
+    """Fraction of masked steps where ``argmax(logits) == ys``."""
+    return _masked_mean((jnp.argmax(logits, axis=-1) == batch.ys).astype(logits.dtype), batch.mask)
+
+
+def _one_hot(tokens, n, dtype):
+    return jax.nn.one_hot(tokens, n, dtype=dtype)
+
+
+def _last_step_mask(steps, batch):
+    return jnp.broadcast_to((jnp.arange(steps) == steps - 1)[:, None], (steps, batch))
+
+
+# ---------------------------------------------------------------------------------------------- adding
+@functools.partial(jax.jit, static_argnames=("batch", "steps", "dtype"))
+def adding(key: jax.Array, batch: int, steps: int, *, dtype="float32") -> Batch:
+    """The adding problem: add the two marked values; answer at the last step.
+
+    ``xs[t, b] = (value, marker)`` with values ``U[0, 1)``; exactly two markers, one uniform in the first
+    half (``t < steps // 2``) and one uniform in the second half. Target ``x1 + x2`` (``ys: [T, B, 1]``,
+    the same at every step), ``mask`` only at ``t = T - 1``. Predicting the constant 1 scores MSE
+    ``Var(x1 + x2) = 1/6`` (not Hochreiter's ``0.5 + (x1 + x2)/4`` variant, baseline 1/24).
+
+    Example::
+
+        b = adding(jax.random.key(0), 32, 100)   # xs: [100, 32, 2], ys: [100, 32, 1]
+    """
+    steps, dtype = _at_least("steps", steps, 2), dtype_of(dtype)
+    k_val, k1, k2 = jax.random.split(key, 3)
+    values = jax.random.uniform(k_val, (steps, batch), dtype)
+    first = jax.random.randint(k1, (batch,), 0, steps // 2)
+    second = jax.random.randint(k2, (batch,), steps // 2, steps)
+    t = jnp.arange(steps)[:, None]
+    marker = ((t == first) | (t == second)).astype(dtype)
+    target = jnp.sum(values * marker, axis=0)
+    ys = jnp.broadcast_to(target[None, :, None], (steps, batch, 1))
+    return Batch(jnp.stack([values, marker], axis=-1), ys, _last_step_mask(steps, batch))
+
+
+def _adding_task(steps: int = 100, *, dtype="float32") -> Task:
+    def sample(key, batch):
+        return adding(key, batch, steps, dtype=dtype)
+
+    def baseline_outputs(b):
+        return jnp.ones_like(b.ys, dtype=b.xs.dtype)
+
+    note = "predict 1: MSE Var(x1 + x2) = 1/6"
+    return Task("adding", sample, baseline_outputs, "mse", 1 / 6, note, steps, 2, 1)
+
+
+# ------------------------------------------------------------------------------------------------ copy
+@functools.partial(jax.jit, static_argnames=("batch", "lag", "symbols", "length", "dtype"))
+def copy(
+    key: jax.Array, batch: int, lag: int, *, symbols: int = 8, length: int = 10, dtype="float32"
+) -> Batch:
+    """The copy (memory) task of Arjovsky et al. 2016: recall ``length`` symbols after ``lag`` steps.
+
+    Tokens: 0 blank, ``1..symbols`` data, ``symbols + 1`` the delimiter. Input: ``length`` data symbols,
+    ``lag - 1`` blanks, the delimiter, ``length`` blanks; target: blank for the first ``lag + length``
+    steps, then the data symbols. So ``T = lag + 2 * length`` (``lag + 20``: their ``T`` is ``lag``,
+    the blanks and delimiter between the last data symbol and the start of the recall). Inputs one-hot
+    ``[T, B, symbols + 2]``; ``ys [T, B]`` in ``0..symbols`` (classes ``symbols + 1``); every step counts.
+    Baseline: blank until the delimiter, then uniform over the symbols (knows the phase, remembers
+    nothing): ``length * ln(symbols) / T`` nats per step, ``10 ln 8 / (lag + 20)``.
+
+    Example::
+
+        b = copy(jax.random.key(0), 16, 100)   # xs: [120, 16, 10], ys: [120, 16]
+    """
+    lag, dtype = positive_int("lag", lag), dtype_of(dtype)
+    symbols, length = _at_least("symbols", symbols, 2), positive_int("length", length)
+    data = jax.random.randint(key, (length, batch), 1, symbols + 1)
+    blanks = jnp.zeros((lag - 1, batch), data.dtype)
+    delim = jnp.full((1, batch), symbols + 1, data.dtype)
+    tokens = jnp.concatenate([data, blanks, delim, jnp.zeros_like(data)])
+    ys = jnp.concatenate([jnp.zeros((lag + length, batch), jnp.int32), data.astype(jnp.int32)])
+    steps = lag + 2 * length
+    return Batch(_one_hot(tokens, symbols + 2, dtype), ys, jnp.ones((steps, batch), bool))
+
+
+def _copy_task(lag: int = 100, *, symbols: int = 8, length: int = 10, dtype="float32") -> Task:
+    steps = positive_int("lag", lag) + 2 * positive_int("length", length)
+
+    def baseline_outputs(b):
+        recall = (jnp.arange(steps) >= lag + length)[:, None, None]
+        blank = jnp.arange(symbols + 1) == 0
+        logits = jnp.where(recall, jnp.where(blank, _NEG, 0.0), jnp.where(blank, 0.0, _NEG))
+        return jnp.broadcast_to(logits, (*b.ys.shape, symbols + 1)).astype(b.xs.dtype)
+
+    def sample(key, batch):
+        return copy(key, batch, lag, symbols=symbols, length=length, dtype=dtype)
+
+    base = length * math.log(symbols) / steps
+    note = (
+        f"blank, then uniform over {symbols} symbols: {length} ln {symbols} / (lag + {2 * length}) nats/step"
+    )
+    return Task("copy", sample, baseline_outputs, "xent", base, note, steps, symbols + 2, symbols + 1)
+
+
+# -------------------------------------------------------------------------------------- temporal order
+TEMPORAL_ORDER_SYMBOLS = ("a", "b", "c", "d", "X", "Y", "E", "B")
+
+
+@functools.partial(jax.jit, static_argnames=("batch", "steps", "dtype"))
+def temporal_order(key: jax.Array, batch: int, steps: int, *, dtype="float32") -> Batch:
+    """Temporal order (Hochreiter & Schmidhuber 1997, task 6a): classify the order of X/Y at two places.
+
+    Tokens ``TEMPORAL_ORDER_SYMBOLS``: distractors ``a b c d`` (0-3), relevant ``X Y`` (4, 5), start ``E``
+    (6) at ``t = 0`` and end ``B`` (7) at ``t = T - 1``. The relevant symbols sit at ``t1`` uniform in
+    ``[round(0.1 T), round(0.2 T)]`` and ``t2`` uniform in ``[round(0.5 T), round(0.6 T)]`` (10-20 and
+    50-60 for ``T = 100``, as in the paper, whose ``T`` varies in 100-110; here it is fixed), the rest
+    uniform distractors. Class ``2 * [first is Y] + [second is Y]`` (XX, XY, YX, YY = 0..3), labelled at
+    every step, ``mask`` only at ``T - 1``. Inputs one-hot ``[T, B, 8]``. Baseline: uniform over the 4
+    classes, cross-entropy ``ln 4``, 75% error.
+
+    Example::
+
+        b = temporal_order(jax.random.key(0), 16, 100)   # xs: [100, 16, 8], ys: [100, 16]
+    """
+    steps, dtype = _at_least("steps", steps, 10), dtype_of(dtype)
+    k_dis, k_t1, k_t2, k_sym = jax.random.split(key, 4)
+    tokens = jax.random.randint(k_dis, (steps, batch), 0, 4)
+    t1 = jax.random.randint(k_t1, (batch,), round(0.1 * steps), round(0.2 * steps) + 1)
+    t2 = jax.random.randint(k_t2, (batch,), round(0.5 * steps), round(0.6 * steps) + 1)
+    is_y = jax.random.bernoulli(k_sym, 0.5, (2, batch)).astype(tokens.dtype)
+    t = jnp.arange(steps)[:, None]
+    tokens = jnp.where(t == t1, 4 + is_y[0], jnp.where(t == t2, 4 + is_y[1], tokens))
+    tokens = jnp.where(t == 0, 6, jnp.where(t == steps - 1, 7, tokens))
+    label = (2 * is_y[0] + is_y[1]).astype(jnp.int32)
+    ys = jnp.broadcast_to(label, (steps, batch))
+    return Batch(_one_hot(tokens, 8, dtype), ys, _last_step_mask(steps, batch))
+
+
+def _temporal_order_task(steps: int = 100, *, dtype="float32") -> Task:
+    def sample(key, batch):
+        return temporal_order(key, batch, steps, dtype=dtype)
+
+    def baseline_outputs(b):
+        return jnp.zeros((*b.ys.shape, 4), b.xs.dtype)
+
+    note = "uniform over 4 orders: ln 4 nats, 75% error"
+    return Task("temporal_order", sample, baseline_outputs, "xent", math.log(4), note, steps, 8, 4)
+
+
+# ------------------------------------------------------------------------------------------- lookahead
+@functools.partial(jax.jit, static_argnames=("batch", "steps", "delay", "symbols", "dtype"))
+def lookahead(key: jax.Array, batch: int, steps: int, *, delay: int = 5, symbols: int = 8, dtype="float32"):
+    """A bidirectional task: at step ``t`` output the symbol that arrives ``delay`` steps *later*.
+
+    ``xs``: i.i.d. uniform symbols, one-hot ``[T, B, symbols]``; ``ys[t] = token[t + delay]`` for
+    ``t < T - delay`` (``mask``), 0 on the last ``delay`` steps (masked out). The future is independent of
+    the past, so a causal (forward-only) model can do no better than the baseline, uniform over the
+    symbols: cross-entropy ``ln(symbols)``, accuracy ``1 / symbols``; a bidirectional model can reach 0.
+
+    Example::
+
+        b = lookahead(jax.random.key(0), 16, 50, delay=5)   # xs: [50, 16, 8], ys: [50, 16]
+    """
+    steps, dtype = positive_int("steps", steps), dtype_of(dtype)
+    delay, symbols = positive_int("delay", delay), _at_least("symbols", symbols, 2)
+    if delay >= steps:
+        raise ValueError(f"lookahead: delay={delay} must be < steps={steps}")
+    tokens = jax.random.randint(key, (steps, batch), 0, symbols)
+    ys = jnp.concatenate([tokens[delay:], jnp.zeros((delay, batch), tokens.dtype)]).astype(jnp.int32)
+    mask = jnp.broadcast_to((jnp.arange(steps) < steps - delay)[:, None], (steps, batch))
+    return Batch(_one_hot(tokens, symbols, dtype), ys, mask)
+
+
+def _lookahead_task(steps: int = 50, *, delay: int = 5, symbols: int = 8, dtype="float32") -> Task:
+    def sample(key, batch):
+        return lookahead(key, batch, steps, delay=delay, symbols=symbols, dtype=dtype)
+
+    def baseline_outputs(b):
+        return jnp.zeros((*b.ys.shape, symbols), b.xs.dtype)
+
+    note = f"uniform over {symbols} symbols (the best a causal model can do): ln {symbols} nats"
+    return Task(
+        "lookahead", sample, baseline_outputs, "xent", math.log(symbols), note, steps, symbols, symbols
+    )
+
+
+# ------------------------------------------------------------------------------------------------- npz
+_NPZ_EXPECTED = (
+    "xs [N, T, I] float, ys [N, T, O] float (MSE) or [N, T] int (classes), optional mask [N, T] bool"
+)
+
+
+def _load_arrays(path) -> dict[str, np.ndarray]:
+    """Read every array of ``path`` with ``allow_pickle=False``; one-line ``ValueError`` otherwise."""
+    name = os.fspath(path)
+    try:
+        archive = np.load(name, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"{name}: cannot read as .npz ({_one_line(err)}); expected {_NPZ_EXPECTED}"
+        ) from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{name}: a single .npy array, not an .npz archive; expected {_NPZ_EXPECTED}")
+    arrays = {}
+    with archive:
+        for key in archive.files:
+            try:
+                arrays[key] = archive[key]
+            except ValueError as err:  # object (pickled) arrays under allow_pickle=False
+                raise ValueError(
+                    f"{name}: array {key!r} cannot be loaded without pickle ({_one_line(err)}); "
+                    "store numeric arrays only"
+                ) from None
+    return arrays
+
+
+def _one_line(err) -> str:
+    return " ".join(str(err).split())
+
+
+def _check_npz(name: str, arrays: dict[str, np.ndarray]):
+    def fail(key, found, expected):
+        raise ValueError(f"{name}: array {key!r} {found}; expected {expected}")
+
+    unknown = sorted(set(arrays) - {"xs", "ys", "mask"})
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown array {unknown[0]!r}; allowed: ['mask', 'xs', 'ys'] ({_NPZ_EXPECTED})"
+        )
+    for key in ("xs", "ys"):
+        if key not in arrays:
+            raise ValueError(
+                f"{name}: missing array {key!r} (found {sorted(arrays)}); expected {_NPZ_EXPECTED}"
+            )
+    xs, ys = arrays["xs"], arrays["ys"]
+    if xs.ndim != 3:
+        fail("xs", f"has shape {xs.shape} ({xs.ndim}-D)", "3-D [N, T, I] (batch-major)")
+    if not np.issubdtype(xs.dtype, np.floating):
+        fail("xs", f"has dtype {xs.dtype}", "a floating dtype (float32/float64)")
+    if min(xs.shape) == 0:
+        fail("xs", f"has shape {xs.shape}", "N, T, I >= 1")
+    classes = np.issubdtype(ys.dtype, np.integer)
+    if not classes and not np.issubdtype(ys.dtype, np.floating):
+        fail("ys", f"has dtype {ys.dtype}", "float (MSE targets) or int (class labels)")
+    want = 2 if classes else 3
+    if ys.ndim != want:
+        layout = "[N, T] class labels (int)" if classes else "[N, T, O] targets (float)"
+        fail("ys", f"has shape {ys.shape} ({ys.ndim}-D, dtype {ys.dtype})", f"{want}-D {layout}")
+    if ys.shape[:2] != xs.shape[:2]:
+        fail("ys", f"has [N, T] = {ys.shape[:2]}", f"[N, T] = {xs.shape[:2]} as in 'xs'")
+    mask = arrays.get("mask", np.ones(xs.shape[:2], bool))
+    if mask.shape != xs.shape[:2]:
+        fail("mask", f"has shape {mask.shape}", f"[N, T] = {xs.shape[:2]} as in 'xs'")
+    if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.integer) and np.isin(mask, (0, 1)).all()):
+        fail("mask", f"has dtype {mask.dtype}", "bool (or 0/1 integers)")
+    mask = mask.astype(bool)
+    if not mask.any():
+        fail("mask", "selects no step", "at least one True")
+    for key, arr in (("xs", xs), ("ys", ys)):
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            bad = np.argwhere(~np.isfinite(arr))[0]
+            fail(
+                key,
+                f"has a non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}",
+                "finite",
+            )
+    if classes and ys[mask].min() < 0:
+        fail("ys", f"has a negative label {ys[mask].min()}", "class labels 0..C-1")
+    return xs, ys, mask
+
+
+def from_npz(path, *, dtype="float32") -> Task:
+    """A "bring your own" task from an ``.npz`` file, loaded with ``allow_pickle=False`` and validated.
+
+    Arrays in the file (batch-major, one row per sequence, as data usually comes):
+
+    * ``xs [N, T, I]`` floating, finite;
+    * ``ys [N, T, O]`` floating, finite (``kind='mse'``) or ``[N, T]`` integer labels ``0..C-1``
+      (``kind='xent'``, ``C = max label + 1``);
+    * ``mask [N, T]`` bool, optional (default: every step counts).
+
+    ``sample(key, B)`` draws ``B`` sequences uniformly with replacement and returns them time-major
+    (``xs [T, B, I]``). Baseline: the best constant prediction over the masked steps of the whole file:
+    the per-output mean (MSE = their variance) or the class frequencies (cross-entropy = their entropy).
+    Bad files raise a one-line ``ValueError`` naming the file, the array, what was found and expected.
+
+    Example::
+
+        np.savez("mine.npz", xs=xs, ys=labels)     # xs: [N, T, I] float32, labels: [N, T] int
+        task = from_npz("mine.npz")
+    """
+    name = os.fspath(path)
+    xs, ys, mask = _check_npz(name, _load_arrays(path))
+    dtype = dtype_of(dtype)
+    n, steps, inputs = xs.shape
+    if np.issubdtype(ys.dtype, np.integer):
+        kind, classes = "xent", int(ys[mask].max()) + 1
+        freq = np.bincount(ys[mask], minlength=classes) / mask.sum()
+        base = float(-np.sum(freq[freq > 0] * np.log(freq[freq > 0])))
+        constant = np.log(np.maximum(freq, np.exp(_NEG)))
+        note, out_size, ys_dev = "class frequencies: their entropy (nats)", classes, ys.astype(np.int32)
+    else:
+        kind, out_size = "mse", ys.shape[-1]
+        constant = ys[mask].mean(axis=0)
+        base = float(np.mean((ys[mask] - constant) ** 2))
+        note, ys_dev = "the mean target: its variance", ys.astype(dtype)
+    data = (jnp.asarray(xs, dtype), jnp.asarray(ys_dev), jnp.asarray(mask))
+
+    def sample(key, batch):
+        rows = jax.random.randint(key, (batch,), 0, n)
+        return Batch(*(jnp.swapaxes(a[rows], 0, 1) for a in data))
+
+    def baseline_outputs(b):
+        return jnp.broadcast_to(jnp.asarray(constant, b.xs.dtype), (*b.xs.shape[:2], out_size))
+
+    return Task(f"npz:{name}", sample, baseline_outputs, kind, base, note, steps, inputs, out_size)
+
+
+# -------------------------------------------------------------------------------------------- registry
+def _at_least(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+_REGISTRY = {
+    "adding": _adding_task,
+    "copy": _copy_task,
+    "temporal_order": _temporal_order_task,
+    "lookahead": _lookahead_task,
+    "npz": from_npz,
+}
+
+
+def names() -> list[str]:
+    """Names accepted by ``get``, sorted."""
+    return sorted(_REGISTRY)
+
+
+def options(name: str) -> dict[str, object]:
+    """``{option: default}`` of task ``name`` (``None`` where required, e.g. ``npz``'s ``path``)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; choose from {names()}")
+    return {
+        p.name: (None if p.default is inspect.Parameter.empty else p.default)
+        for p in inspect.signature(_REGISTRY[name]).parameters.values()
+    }
+
+
+def get(name: str, **opts) -> Task:
+    """Build the task ``name`` with ``opts`` (T or lag, dtype, ...); see ``options(name)``.
+
+    Raises ``ValueError`` naming the unknown task or option and the choices.
+
+    Example::
+
+        task = get("copy", lag=100)        # T = 120, baseline 10 ln 8 / 120
+        task = get("npz", path="mine.npz")
+    """
+    known = options(name)
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for task {name!r}; options: {sorted(known)}")
+    if name == "npz" and "path" not in opts:
+        raise ValueError("task 'npz' needs path=<file.npz>")
+    task = _REGISTRY[name](**opts)
+    jax.eval_shape(
+        lambda key: task.sample(key, 1), jax.random.key(0)
+    )  # bad sizes fail here, not at the first sample
+    return task
