@@ -12,6 +12,7 @@ Example::
 """
 
 from gradflow import cells as cells
+from gradflow import tasks as tasks
 from gradflow import theory as theory
 from gradflow._cell import Cell as Cell
 from gradflow._cell import ParamCount as ParamCount
