@@ -180,12 +180,16 @@ def _cmd_run(args) -> int:
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task(f"{cfg.name}: compiling and running", total=None)
 
+        stop = _StopBetweenGroups()
+
         def progress(i, n, label, skipped):
             done = "kept from the interrupted run" if skipped else "done"
             bar.update(task, total=n, completed=i + 1, description=f"{cfg.name}: {label} {done}")
+            stop.check()
 
         try:
-            summary = experiment.run_experiment(cfg, out, force=args.force, progress=progress)
+            with stop:
+                summary = experiment.run_experiment(cfg, out, force=args.force, progress=progress)
         except (experiment.RunDirError, cfgmod.ConfigError) as err:
             raise CliError(str(err)) from None
         except KeyboardInterrupt:
@@ -367,6 +371,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM: unwind like Ctrl-C, so temp files are removed
+
+
+class _StopBetweenGroups:
+    """SIGINT/SIGTERM during ``gradflow run``: stop after the group being computed.
+
+    Raising from the signal handler itself can be swallowed (a handler that runs
+    inside a garbage-collection callback has its exception ignored), so the first
+    signal only sets a flag that the progress callback turns into
+    ``KeyboardInterrupt`` at the next group boundary; a second signal raises at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("gradflow: stopping after the current group (signal again to stop now)\n")
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
