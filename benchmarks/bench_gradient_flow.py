@@ -25,22 +25,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import interleaved_medians
 
 import gradflow
 from gradflow import cells
-
-
-def interleaved_medians(fns: dict, reps: int) -> dict:
-    """Median wall time of each jitted fn, calls interleaved so drift hits all alike."""
-    for fn in fns.values():
-        jax.block_until_ready(fn())
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def setup(T, B, H, I, seed=0):

@@ -248,7 +248,7 @@ def _cmd_plot(args) -> int:
         runs = [figures.load(d) for d in dirs]
     except figures.RunFilesError as err:
         raise CliError(str(err)) from None
-    own = _own_figures(out) if args.output is None else set()
+    own = set(runs[0].figures) if args.output is None else set()  # a run's own figures may be redrawn
     clash = (
         sorted(
             p.name
@@ -268,14 +268,6 @@ def _cmd_plot(args) -> int:
         raise CliError(f"{out}: cannot write the figures ({err.strerror})") from None
     print("\n".join(str(p) for p in written))
     return 0
-
-
-def _own_figures(run_dir) -> set:
-    """The figure files a run directory's summary.json lists (re-plotting may replace them)."""
-    try:
-        return set(json.loads((run_dir / "summary.json").read_text()).get("figures", []))
-    except (OSError, ValueError):
-        return set()
 
 
 def _print_measure(summary: dict) -> None:
@@ -306,6 +298,8 @@ def _print_measure(summary: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gradflow.config import FORMATS
+
     parser = argparse.ArgumentParser(
         prog="gradflow",
         description="Measure how gradients vanish or explode through time and depth.",
@@ -346,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_p.add_argument(
         "--format",
         action="append",
-        choices=["png", "svg", "pdf"],
+        choices=FORMATS,
         help="figure format, repeatable (default: png and svg)",
     )
     p_p.add_argument("--force", action="store_true", help="overwrite figures that are already there")

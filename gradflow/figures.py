@@ -40,6 +40,7 @@ class Run:
     runs: list  # summary["runs"]: label, cell, point, seed, steps, axis, fit
     arrays: dict  # results.npz
     grid: dict  # config sweep.grid: key path -> values (file order)
+    figures: tuple = ()  # summary["figures"]: the figure files the run wrote
 
 
 def load(run_dir: str | Path) -> Run:
@@ -62,7 +63,7 @@ def load(run_dir: str | Path) -> Run:
         raise RunFilesError(f"{run_dir}: cannot read the run files ({type(err).__name__}: {err})") from None
     if arrays.get("total_log10_norms", np.zeros((0, 0))).shape[0] != len(runs):
         raise RunFilesError(f"{run_dir}: results.npz and summary.json disagree on the number of runs")
-    return Run(summary.get("name", run_dir.name), runs, arrays, grid)
+    return Run(summary.get("name", run_dir.name), runs, arrays, grid, tuple(summary.get("figures", ())))
 
 
 def curves(
