@@ -23,6 +23,8 @@ class Cell(NamedTuple):
     params have a leading ``[L]`` axis and ``step`` receives the slice of layer
     ``l``, so a scan over layers is a scan over time. ``bias_convention``
     states how biases are counted (e.g. one bias per gate, as in Flax/Keras).
+    ``gates(params, carry, x) -> {name: [B, H]}`` (optional; the built-in gated
+    cells have it) gives the gate values of that step, for gate statistics.
 
     Example::
 
@@ -36,6 +38,7 @@ class Cell(NamedTuple):
     step: Callable[[PyTree, PyTree, Any], tuple[PyTree, Any]]
     params_per_step: bool = False
     bias_convention: str = ""
+    gates: Callable[[PyTree, PyTree, Any], dict] | None = None
 
 
 class ParamCount(NamedTuple):

@@ -185,12 +185,13 @@ def _scan(body, init, xs, length, remat):
     return carry, ys
 
 
-def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length, step_shares):
+def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length, step_shares, loss_params):
     dtype = jnp.result_type(*_float_leaves(carry0))
     d0 = jax.tree_util.tree_map(lambda _: jnp.zeros((length + 1,), dtype), carry0)
     w0 = jnp.zeros((length if step_shares else 1,), dtype)
+    with_lp = loss_params is not None
 
-    def objective(params, d, w):
+    def objective(params, d, w, lp):
         def body(state, inp):
             carry, s = state
             p, x, d_t, t = inp
@@ -205,14 +206,16 @@ def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length
         (carry, s), (ys, finite) = _scan(body, (carry0, jnp.zeros((), dtype)), inputs, length, remat)
         zero = jnp.zeros((), dtype)
         carry, s = _tap(carry, s, jax.tree_util.tree_map(lambda a: a[length], d), zero, zero)
-        loss = loss_fn(ys, carry)
+        loss = loss_fn(ys, carry, lp) if with_lp else loss_fn(ys, carry)
         # `0 * s` keeps the cotangents non-symbolic, so _tap's backward always runs
         # (also when the loss ignores the final carry).
         return loss + 0 * s.astype(loss.dtype), finite
 
-    (loss, finite), (grads, log10_norms, step_log10) = jax.value_and_grad(
-        objective, argnums=(0, 1, 2), has_aux=True
-    )(params, d0, w0)
+    (loss, finite), (grads, log10_norms, step_log10, lp_grads) = jax.value_and_grad(
+        objective, argnums=(0, 1, 2, 3), has_aux=True
+    )(params, d0, w0, loss_params if with_lp else jnp.zeros((), dtype))
+    if with_lp:
+        grads = (grads, lp_grads)
 
     leaves = jax.tree_util.tree_leaves(log10_norms)
     total = 0.5 * jax.scipy.special.logsumexp(2.0 * LN10 * jnp.stack(leaves), axis=0) / LN10
@@ -241,7 +244,7 @@ def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length
     )
 
 
-_flow_jit = jax.jit(_flow, static_argnums=(0, 4, 5, 6, 7, 8, 9))
+_flow_jit = jax.jit(_flow, static_argnums=(0, 4, 5, 6, 7, 8, 9))  # loss_params: traced
 
 
 def gradient_flow(
@@ -255,6 +258,7 @@ def gradient_flow(
     remat: bool | int | str | None = None,
     params_per_step: bool | None = None,
     step_shares: bool = True,
+    loss_params: PyTree = None,
 ) -> GradientFlow:
     """Per-step gradient norms ``||dL/dh_t||``, t = 0..T, and ``dL/dparams`` in one backward pass.
 
@@ -274,6 +278,9 @@ def gradient_flow(
         (``step_grad_log10_norms``, ``grad_share``); it adds an O(T) vector
         update per step, so ``False`` (both fields ``None``) saves a little
         at very large T.
+      loss_params: parameters the loss reads outside the scan (a readout);
+        then ``loss_fn(ys, final_carry, loss_params)`` and ``grads`` is the
+        pair ``(dL/dparams, dL/dloss_params)``, still one backward pass.
 
     Returns:
       ``GradientFlow``; ``norms[t]`` is the norm of the gradient with respect to
@@ -287,7 +294,7 @@ def gradient_flow(
         res.log10_norms, res.fit.rate
     """
     step, per_step = _as_step(step, params_per_step)
-    length = _validate(step, params, carry0, xs, loss_fn, per_step)
+    length = _validate(step, params, carry0, xs, loss_fn, per_step, loss_params)
     if fit_window is not None:
         fit_window = tuple(int(k) for k in fit_window)
     bad_length = isinstance(remat, bool) or not isinstance(remat, int) or remat < 1
@@ -295,7 +302,7 @@ def gradient_flow(
         raise ValueError(f"remat must be True, 'sqrt' or a positive segment length, got {remat!r}")
     remat = remat or None
     return _flow_jit(
-        step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length, bool(step_shares)
+        step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length, bool(step_shares), loss_params
     )
 
 
@@ -303,7 +310,7 @@ def _shapes(tree):
     return jax.tree_util.tree_map(lambda a: f"{jnp.result_type(a)}{list(jnp.shape(a))}", tree)
 
 
-def _validate(step, params, carry0, xs, loss_fn, per_step) -> int:
+def _validate(step, params, carry0, xs, loss_fn, per_step, loss_params=None) -> int:
     """Check shapes once, with abstract evaluation; return T."""
     carry_leaves = jax.tree_util.tree_leaves(carry0)
     if not carry_leaves:
@@ -349,7 +356,9 @@ def _validate(step, params, carry0, xs, loss_fn, per_step) -> int:
             f"step returns {_shapes(carry1)} (for a dtype change: give params, carry0 and xs one dtype)"
         )
     ys = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((length, *a.shape), a.dtype), y)
-    out = jax.eval_shape(loss_fn, ys, carry1)
+    extra = () if loss_params is None else (loss_params,)
+    out = jax.eval_shape(loss_fn, ys, carry1, *extra)
     if not hasattr(out, "shape") or out.shape != ():
-        raise ValueError(f"loss_fn(ys, final_carry) must return a scalar, got {_shapes(out)}")
+        args = "ys, final_carry" + (", loss_params" if extra else "")
+        raise ValueError(f"loss_fn({args}) must return a scalar, got {_shapes(out)}")
     return length

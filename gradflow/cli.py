@@ -162,7 +162,6 @@ def _cmd_run(args) -> int:
 
     from rich.console import Console
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
-    from rich.table import Table
 
     from gradflow import config as cfgmod
     from gradflow import experiment
@@ -187,19 +186,82 @@ def _cmd_run(args) -> int:
             bar.update(task, total=n, completed=i + 1, description=f"{cfg.name}: {label} {done}")
             stop.check()
 
+        def step_progress(i, n, label, step, steps):
+            text = f"{cfg.name}: group {i + 1}/{n} {label}: step {step}"
+            bar.update(task, total=steps, completed=step, description=text)
+
         try:
             with stop:
-                summary = experiment.run_experiment(cfg, out, force=args.force, progress=progress)
+                summary = experiment.run_experiment(
+                    cfg,
+                    out,
+                    force=args.force,
+                    progress=progress,
+                    step_progress=step_progress,
+                    should_stop=lambda: stop.requested,
+                )
         except (experiment.RunDirError, cfgmod.ConfigError) as err:
             raise CliError(str(err)) from None
         except KeyboardInterrupt:
             bar.stop()
+            kept = "finished groups and checkpoints" if cfg.task is not None else "finished groups"
             print(
-                f"gradflow: interrupted; finished groups are kept in {out}/, "
-                "run the same command again to resume",
+                f"gradflow: interrupted; {kept} are kept in {out}/, run the same command again to resume",
                 file=sys.stderr,
             )
             return 130
+    console = Console()
+    if summary.get("kind") == "train":
+        console.print(_train_table(summary, out))
+    else:
+        console.print(_measure_table(summary, cfg, out))
+    resumed = " (resumed)" if summary["resumed"] else ""
+    console.print(
+        f"{len(summary['runs'])} runs, {summary['compiles']} compiled group(s) "
+        f"({summary['compile_time_s']:.1f} s compiling), {summary['wall_time_s']:.1f} s in all{resumed}; "
+        f"results and figures ({', '.join(summary['figures'])}) in {out}/"
+    )
+    return 0
+
+
+def _train_table(summary: dict, out):
+    from rich.table import Table
+
+    table = Table(title=f"{summary['name']}: final held-out loss / learned-nothing baseline ({out})")
+    columns = [
+        "setting",
+        "seeds",
+        "final / baseline",
+        "solved",
+        "at step",
+        "diverged",
+        "clipped",
+        "ms/step",
+        "params",
+    ]
+    for col in columns:
+        table.add_column(col, justify="right")
+    for s in summary["settings"]:
+        n = len(s["seeds"])
+        ratio = s["median_final_ratio"]
+        at = s["median_solved_step"]
+        table.add_row(
+            s["label"],
+            str(n),
+            "-" if ratio is None else f"{ratio:.3f}",
+            f"{s['solved']}/{n}",
+            "-" if at is None else f"{at:.0f}",
+            f"{s['diverged']}/{n}",
+            f"{100 * s['median_clipped_fraction']:.0f}%",
+            f"{1000 * s['time_per_step_s']:.2f}",
+            f"{s['param_count']:,}",
+        )
+    return table
+
+
+def _measure_table(summary: dict, cfg, out):
+    from rich.table import Table
+
     table = Table(title=f"{cfg.name}: median over seeds ({out})")
     theory = any(s["theory_rate"] is not None for s in summary["settings"])
     columns = ["setting", "seeds", "rate (ln/step)", *(["theory"] if theory else []), "half-life"]
@@ -215,15 +277,7 @@ def _cmd_run(args) -> int:
             _half_life(s["median_rate"], s["median_half_life"]),
             f"{s['median_log10_first_last_ratio']:+.2f}",
         )
-    console = Console()
-    console.print(table)
-    resumed = " (resumed)" if summary["resumed"] else ""
-    console.print(
-        f"{len(summary['runs'])} runs, {summary['compiles']} XLA compilation(s) "
-        f"({summary['compile_time_s']:.1f} s compiling), {summary['wall_time_s']:.1f} s in all{resumed}; "
-        f"results and figures ({', '.join(summary['figures'])}) in {out}/"
-    )
-    return 0
+    return table
 
 
 def _half_life(rate: float, life: float) -> str:

@@ -31,6 +31,8 @@ import jax
 import yaml
 
 from gradflow import cells as _cells
+from gradflow import tasks as _tasks
+from gradflow import training as _training
 from gradflow._cell import Cell
 
 MEASURES = ("gradient_norms",)
@@ -109,8 +111,64 @@ class Output:
 
 
 @dataclass(frozen=True)
+class TaskSpec:
+    """A training config's task: ``gradflow.tasks.get(name, **options)``."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=_FrozenDict)
+
+    def build(self):
+        """The ``gradflow.tasks.Task``."""
+        return _tasks.get(self.name, **self.options)
+
+
+READOUTS = ("auto", "every", "last")
+
+
+@dataclass(frozen=True)
+class Train:
+    """How a training config trains (see ``gradflow.training.Settings``).
+
+    ``learning_rate`` and ``clip`` (global-norm clipping threshold, null: off) may differ between
+    runs that still share one compiled step. ``readout``: 'auto' reads out at the last step for tasks
+    scored there (adding, temporal_order), else at every step. ``checkpoint_every``: steps between
+    checkpoints (null: every ``eval_every``).
+    """
+
+    steps: int = 1000
+    batch: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    optimizer_options: Mapping[str, Any] = field(default_factory=_FrozenDict)
+    schedule: str | None = None
+    schedule_options: Mapping[str, Any] = field(default_factory=_FrozenDict)
+    clip: float | None = None
+    eval_every: int = 100
+    eval_batch: int = 512
+    solved_fraction: float = 0.1
+    early_stop: bool = True
+    readout: str = "auto"
+    checkpoint_every: int | None = None
+
+    def settings(self) -> _training.Settings:
+        """The ``Settings`` shared by a group (everything but learning rate and clip)."""
+        return _training.Settings(
+            steps=self.steps,
+            batch=self.batch,
+            optimizer=self.optimizer,
+            optimizer_options=dict(self.optimizer_options),
+            schedule=self.schedule,
+            schedule_options=_plain(self.schedule_options),
+            eval_every=self.eval_every,
+            eval_batch=self.eval_batch,
+            solved_fraction=self.solved_fraction,
+            early_stop=self.early_stop,
+        )
+
+
+@dataclass(frozen=True)
 class Config:
-    """One experiment; make it with ``load_config``."""
+    """One experiment; make it with ``load_config``. With a ``task`` it is a training config."""
 
     name: str
     cells: tuple[CellSpec, ...]
@@ -121,12 +179,16 @@ class Config:
     fit: Fit = Fit()
     sweep: Sweep = Sweep()
     quick: Mapping[str, Any] = field(default_factory=_FrozenDict)
+    task: TaskSpec | None = None
+    train: Train = Train()
 
 
 _MISSING = object()
 _SECTIONS = {  # top-level key -> default (_MISSING: required); mapping sections are merged per key
     "name": _MISSING,
     "cells": _MISSING,
+    "task": None,
+    "train": {f.name: {} if f.name.endswith("_options") else f.default for f in fields(Train)},
     "inputs": {f.name: f.default for f in fields(Inputs)},
     "loss": "final",
     "measures": ["gradient_norms"],
@@ -136,6 +198,9 @@ _SECTIONS = {  # top-level key -> default (_MISSING: required); mapping sections
     "quick": {},
 }
 _CELL_KEYS = ("label", "cell", "options")
+_TASK_KEYS = ("name", "options")
+_MEASURE_ONLY = ("inputs", "loss", "measures", "fit")  # sections a training config does not use
+_FREE_MAPPINGS = (["task", "options"], ["train", "optimizer_options"], ["train", "schedule_options"])
 
 
 class _Invalid(Exception):
@@ -171,7 +236,8 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), quick: b
 def config_to_dict(cfg: Config) -> dict:
     """Plain dicts, lists and scalars in file order: ``config_to_dict(cfg)["inputs"]["steps"]``."""
     plain = _plain(cfg)
-    return {key: plain[key] for key in _SECTIONS}
+    skip = _MEASURE_ONLY if cfg.task is not None else ("task", "train")
+    return {key: plain[key] for key in _SECTIONS if key not in skip}
 
 
 def dump_config(cfg: Config) -> str:
@@ -296,6 +362,10 @@ def _fill(data) -> dict:
             _known_keys(entry, _CELL_KEYS, f"cells.{i}.", f"in cells.{i}")
             entry.setdefault("label", None)
             entry["options"] = {} if entry.get("options") is None else entry["options"]
+    if isinstance(raw["task"], dict):
+        _known_keys(raw["task"], _TASK_KEYS, "task.", "in task")
+        raw["task"].setdefault("name", _MISSING)
+        raw["task"]["options"] = {} if raw["task"].get("options") is None else raw["task"]["options"]
     return raw
 
 
@@ -311,7 +381,9 @@ def _apply(raw: dict, path: str, value) -> None:
     parts, node, walked = path.split("."), raw, []
     for i, part in enumerate(parts):
         where, last = ".".join(walked) or "top level", i == len(parts) - 1
-        new_option = last and walked[:1] == ["cells"] and walked[2:3] == ["options"]
+        new_option = last and (
+            (walked[:1] == ["cells"] and walked[2:3] == ["options"]) or walked in _FREE_MAPPINGS
+        )
         if walked == ["quick"]:
             raise _Invalid(path, value, text="quick overrides can only be changed in the config file")
         if walked == ["sweep", "grid"] and isinstance(node, dict):  # its keys are dotted paths, may be new
@@ -366,7 +438,108 @@ def _validate(raw: dict, source: str) -> Config:
         ),
         quick=_plain(quick, frozen=True),
     )
+    if raw["task"] is not None:
+        cfg = replace(cfg, task=_task_spec(raw["task"]), train=_train(_section(raw, "train")))
+        for key in _MEASURE_ONLY:
+            if raw[key] != _plain(_SECTIONS[key]):
+                text = f"{key} does not apply to a training config (the task makes the inputs and the loss)"
+                raise _Invalid(key, raw[key], text=text)
+        for i, spec in enumerate(cfg.cells):
+            if spec.build().params_per_step:
+                text = f"cells.{i}.cell = {spec.cell!r} is a depth stack; a task needs a recurrent cell"
+                raise _Invalid(f"cells.{i}.cell", spec.cell, text=text)
     return replace(cfg, sweep=replace(cfg.sweep, grid=_grid(raw, grid, source)))
+
+
+def _task_spec(value) -> TaskSpec:
+    _check(value, "task", isinstance(value, dict), f"a mapping with keys {list(_TASK_KEYS)}")
+    name = value["name"]
+    _check(name, "task.name", isinstance(name, str) and name in _tasks.names(), f"one of {_tasks.names()}")
+    options = value["options"]
+    known = _tasks.options(name)
+    _check(options, "task.options", isinstance(options, dict), f"a mapping of options of task {name!r}")
+    for key, v in options.items():
+        if key not in known:
+            where = f"task.options.{key}; expected one of {list(known)}"
+            text = f"unknown option {key!r} of task {name!r} at {where}"
+            raise _Invalid(f"task.options.{key}", v, text=text)
+        default = known[key]
+        if isinstance(default, int) and not isinstance(default, bool):
+            _int(v, f"task.options.{key}", 1)
+        elif isinstance(default, str) or default is None:
+            _check(v, f"task.options.{key}", isinstance(v, str), "a string")
+    with nullcontext() if _ENABLE_X64 is None else _ENABLE_X64(True):
+        try:
+            _tasks.get(name, **options)
+        except (ValueError, TypeError, OSError) as err:
+            text = f"task.options = {_show(options)}: tasks.get({name!r}, ...) says: {err}"
+            raise _Invalid("task.options", options, text=text) from None
+    return TaskSpec(name, _plain(options, frozen=True))
+
+
+def _train(t: dict) -> Train:
+    p = "train."
+    lr = _float(t["learning_rate"], p + "learning_rate", 0.0)
+    _check(lr, p + "learning_rate", lr > 0, "a number > 0")
+    clip = None if t["clip"] is None else _float(t["clip"], p + "clip", 0.0)
+    _check(clip, p + "clip", clip is None or clip > 0, "null (off) or a number > 0")
+    steps, every = _int(t["steps"], p + "steps", 1), _int(t["eval_every"], p + "eval_every", 1)
+    _check(steps, p + "steps", steps % every == 0, f"a multiple of train.eval_every ({every})")
+    ckpt = t["checkpoint_every"]
+    if ckpt is not None:
+        _int(ckpt, p + "checkpoint_every", 1)
+        _check(
+            ckpt,
+            p + "checkpoint_every",
+            ckpt % every == 0,
+            f"null or a multiple of train.eval_every ({every})",
+        )
+    name = _choice(t["optimizer"], p + "optimizer", _training.OPTIMIZERS)
+    opt_options = t["optimizer_options"]
+    _check(
+        opt_options, p + "optimizer_options", isinstance(opt_options, dict), "a mapping of optax arguments"
+    )
+    opt_options = {
+        k: _float(v, f"{p}optimizer_options.{k}") if isinstance(v, str) else v for k, v in opt_options.items()
+    }
+    try:
+        _training.check_optimizer(name, opt_options)
+    except ValueError as err:
+        raise _Invalid(p + "optimizer_options", opt_options, text=f"{p}optimizer_options: {err}") from None
+    schedule, sched_options = t["schedule"], t["schedule_options"]
+    if schedule is not None:
+        _choice(schedule, p + "schedule", list(_training.SCHEDULES))
+    _check(
+        sched_options, p + "schedule_options", isinstance(sched_options, dict), "a mapping of optax arguments"
+    )
+    try:
+        _training.check_schedule(schedule, sched_options)
+    except ValueError as err:
+        raise _Invalid(p + "schedule_options", sched_options, text=f"{p}schedule_options: {err}") from None
+    fraction = _float(t["solved_fraction"], p + "solved_fraction", 0.0)
+    _check(fraction, p + "solved_fraction", 0 < fraction <= 1, "a number in (0, 1]")
+    _check(t["early_stop"], p + "early_stop", isinstance(t["early_stop"], bool), "true or false")
+    train = Train(
+        steps=steps,
+        batch=_int(t["batch"], p + "batch", 1),
+        optimizer=name,
+        learning_rate=lr,
+        optimizer_options=_plain(opt_options, frozen=True),
+        schedule=schedule,
+        schedule_options=_plain(sched_options, frozen=True),
+        clip=clip,
+        eval_every=every,
+        eval_batch=_int(t["eval_batch"], p + "eval_batch", 1),
+        solved_fraction=fraction,
+        early_stop=t["early_stop"],
+        readout=_choice(t["readout"], p + "readout", READOUTS),
+        checkpoint_every=ckpt,
+    )
+    try:
+        train.settings()
+    except (ValueError, TypeError) as err:
+        raise _Invalid("train", t, text=f"train: {err}") from None
+    return train
 
 
 def _grid(raw: dict, grid: dict, source: str) -> _FrozenDict:

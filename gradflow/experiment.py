@@ -137,12 +137,31 @@ class _CompileClock:
         jax.monitoring.unregister_event_duration_listener(self)
 
 
-def run_experiment(cfg: cfgmod.Config, out: Path, *, force: bool = False, progress=None) -> dict:
+def run_experiment(
+    cfg: cfgmod.Config,
+    out: Path,
+    *,
+    force: bool = False,
+    progress=None,
+    step_progress=None,
+    should_stop=None,
+) -> dict:
     """Run every group of ``cfg`` into ``out``; return the summary dict (also in summary.json).
 
-    ``progress(i, n, label, skipped)`` is called after each of the n groups.
+    ``progress(i, n, label, skipped)`` is called after each of the n groups. Training configs (with a
+    ``task``) also call ``step_progress(i, n, label, step, steps)`` every ``train.eval_every`` steps and
+    poll ``should_stop()`` there: True checkpoints the group and raises ``KeyboardInterrupt``.
     """
     with _CompileClock() as clock:
+        if cfg.task is not None:
+            from gradflow import train_experiment
+
+            t_start = time.perf_counter()
+            train_experiment.plan(cfg)  # every sweep point is validated before the directory is touched
+            resumed = prepare_dir(Path(out), cfgmod.dump_config(cfg), force)
+            return train_experiment.run_training(
+                cfg, Path(out), resumed, progress, step_progress, should_stop, t_start, clock
+            )
         return _run(cfg, Path(out), force, progress, clock)
 
 

@@ -41,6 +41,7 @@ class Run:
     arrays: dict  # results.npz
     grid: dict  # config sweep.grid: key path -> values (file order)
     figures: tuple = ()  # summary["figures"]: the figure files the run wrote
+    kind: str = "measure"  # summary["kind"]: "measure" (gradflow run on cells) or "train" (a task)
 
 
 def load(run_dir: str | Path) -> Run:
@@ -61,9 +62,12 @@ def load(run_dir: str | Path) -> Run:
         runs = summary["runs"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
         raise RunFilesError(f"{run_dir}: cannot read the run files ({type(err).__name__}: {err})") from None
-    if arrays.get("total_log10_norms", np.zeros((0, 0))).shape[0] != len(runs):
+    kind = summary.get("kind", "measure")
+    main = "train_loss" if kind == "train" else "total_log10_norms"
+    if arrays.get(main, np.zeros((0, 0))).shape[0] != len(runs):
         raise RunFilesError(f"{run_dir}: results.npz and summary.json disagree on the number of runs")
-    return Run(summary.get("name", run_dir.name), runs, arrays, grid, tuple(summary.get("figures", ())))
+    name = summary.get("name", run_dir.name)
+    return Run(name, runs, arrays, grid, tuple(summary.get("figures", ())), kind)
 
 
 def curves(
@@ -133,6 +137,13 @@ def draw(run_list: list[Run], out: str | Path, formats=("png", "svg")) -> list[P
     on one decay (and paths) figure, labels prefixed with each run's name.
     """
     out = Path(out)
+    kinds = {r.kind for r in run_list}
+    if kinds == {"train"}:
+        from gradflow import train_figures
+
+        return train_figures.draw(run_list, out, formats)
+    if len(kinds) > 1:
+        raise RunFilesError("cannot overlay a training run with a measurement run; plot them separately")
     names = [r.name for r in run_list]
     prefixes = [f"{n}: " if len(run_list) > 1 else "" for n in _unique(names)]
     written, decay = [], []

@@ -52,7 +52,7 @@ def gru(
     def initial_carry(batch_size):
         return jnp.zeros((batch_size, H), dt)
 
-    def step(params, h, x):
+    def forward(params, h, x):
         c.check_input("gru", x, params["w_ih"])
         c.check_state("gru", "h", h, H)
         xi = x @ params["w_ih"] + params["b_ih"]
@@ -60,10 +60,19 @@ def gru(
         r = jax.nn.sigmoid(xi[..., :H] + hh[..., :H])
         z = jax.nn.sigmoid(xi[..., H : 2 * H] + hh[..., H : 2 * H])
         n = jnp.tanh(xi[..., 2 * H :] + r * (hh[..., 2 * H :] + params["b_hn"]))
-        h = (1.0 - z) * n + z * h
+        return (1.0 - z) * n + z * h, {"r": r, "z": z}
+
+    def step(params, h, x):
+        h, _ = forward(params, h, x)
         return h, h
 
-    return Cell(init, initial_carry, step, bias_convention="input biases + b_hn (Flax GRUCell)")
+    return Cell(
+        init,
+        initial_carry,
+        step,
+        bias_convention="input biases + b_hn (Flax GRUCell)",
+        gates=lambda params, h, x: forward(params, h, x)[1],
+    )
 
 
 def mgu(
@@ -102,7 +111,7 @@ def mgu(
     def initial_carry(batch_size):
         return jnp.zeros((batch_size, H), dt)
 
-    def step(params, h, x):
+    def forward(params, h, x):
         c.check_input("mgu", x, params["w_ih"])
         c.check_state("mgu", "h", h, H)
         xi = x @ params["w_ih"] + params["b_ih"]
@@ -112,7 +121,16 @@ def mgu(
         if reset_gate:
             rec = f * (rec + params["b_hn"])
         n = jnp.tanh(xi[..., H:] + rec)
-        h = (1.0 - f) * n + f * h
+        return (1.0 - f) * n + f * h, {"f": f}
+
+    def step(params, h, x):
+        h, _ = forward(params, h, x)
         return h, h
 
-    return Cell(init, initial_carry, step, bias_convention="input biases + b_hn (Flax MGUCell)")
+    return Cell(
+        init,
+        initial_carry,
+        step,
+        bias_convention="input biases + b_hn (Flax MGUCell)",
+        gates=lambda params, h, x: forward(params, h, x)[1],
+    )

@@ -93,7 +93,7 @@ def lstm(
             return (zeros, zeros, jnp.zeros((batch_size, len(sig) * H), dt))
         return (zeros, zeros)
 
-    def step(params, carry, x):
+    def forward(params, carry, x):
         c.check_input("lstm", x, params["w_ih"])
         if not isinstance(carry, tuple | list) or len(carry) != (3 if gate_recurrence else 2):
             got = (
@@ -129,10 +129,18 @@ def lstm(
         new_c = f * cell + i * g_act(pre["g"])
         o = gate("o", new_c)
         new_h = o * h_act(new_c)
+        values = {"i": i, "f": f, "o": o}
         if gate_recurrence:
-            values = {"i": i, "f": f, "o": o}
             gates = jnp.concatenate([jnp.broadcast_to(values[n], new_h.shape) for n in sig], -1)
-            return (new_c, new_h, gates), new_h
-        return (new_c, new_h), new_h
+            return (new_c, new_h, gates), new_h, values
+        return (new_c, new_h), new_h, values
 
-    return Cell(init, initial_carry, step, bias_convention="one bias per gate (Flax/Keras)")
+    def step(params, carry, x):
+        new_carry, new_h, _ = forward(params, carry, x)
+        return new_carry, new_h
+
+    def gates(params, carry, x):
+        _, new_h, values = forward(params, carry, x)
+        return {n: jnp.broadcast_to(v, new_h.shape) for n, v in values.items()}
+
+    return Cell(init, initial_carry, step, bias_convention="one bias per gate (Flax/Keras)", gates=gates)

@@ -1,0 +1,385 @@
+"""Run a training config (one with a ``task``) into a run directory.
+
+Layout of ``DIR`` (the measurement layout, for training):
+
+- ``config.yaml``: the resolved config;
+- ``results.npz``: per run (leading axis N, NaN-padded): ``train_loss``, ``grad_norm``,
+  ``clipped`` ``[N, steps]``; ``eval_step``, ``eval_loss``, ``eval_accuracy``, ``flow_rate``,
+  ``flow_half_life``, ``flow_r2`` ``[N, E]``; ``flow_total_log10`` and ``flow_log10_<part>``
+  ``[N, E, T+1]`` (log10 ``||dL/dh_t||`` of the training loss at ``eval_step``); ``gate_<g>_<stat>``
+  ``[N, E]``; ``baseline [N]``;
+- ``results.csv``: tidy, one row per run x evaluation;
+- ``summary.json``: per run the final held-out loss against the baseline, solved (and at which step),
+  diverged (and at which step), clipped fraction, loss spikes, time per step, parameter count; per
+  setting the medians over seeds; compiles, compile and wall time, versions, device, git commit;
+- figures ``learning``, ``flow_heatmap``, ``flow_rate`` (and ``gates`` for gated cells).
+
+While it runs, each group's checkpoint (params, optimizer state, histories; flax msgpack) is in
+``DIR/.parts``: the same command after a kill resumes from it and ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from gradflow import cells, training
+from gradflow import config as cfgmod
+from gradflow.sweep import DYNAMIC_OPTIONS
+
+LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
+
+
+def _freeze(value):
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def readout_for(cfg_train: cfgmod.Train, task_name: str) -> str:
+    """'last' or 'every' ('auto': last for tasks scored at the last step)."""
+    if cfg_train.readout != "auto":
+        return cfg_train.readout
+    return "last" if task_name in LAST_STEP_TASKS else "every"
+
+
+def plan(cfg: cfgmod.Config) -> list[dict]:
+    """Groups of runs that share one compiled train step.
+
+    Runs differing only in seed, ``train.learning_rate``, ``train.clip`` or scalar init options
+    (``forget_bias``, ``weight_scale``, ...) share a group. Each group: ``{"label", "cell", "static",
+    "dynamic", "task", "train", "runs"}``; runs: ``{"run_id", "label", "cell", "options", "point",
+    "seed", "learning_rate", "clip"}``.
+    """
+    groups: dict = {}
+    run_id = 0
+    for point, pcfg in cfgmod.sweep_points(cfg):
+        shared_train = replace(pcfg.train, learning_rate=1.0, clip=None)
+        for spec in pcfg.cells:
+            options = dict(spec.options)
+            dynamic = tuple(
+                sorted(k for k in options if k in DYNAMIC_OPTIONS and isinstance(options[k], float))
+            )
+            static = tuple(sorted((k, v) for k, v in options.items() if k not in dynamic))
+            key = (spec.cell, _freeze(dict(static)), dynamic, pcfg.task, shared_train)
+            group = groups.setdefault(
+                key,
+                {
+                    "labels": [],
+                    "cell": spec.cell,
+                    "static": dict(static),
+                    "dynamic": dynamic,
+                    "task": pcfg.task,
+                    "train": pcfg.train,
+                    "runs": [],
+                },
+            )
+            if spec.label not in group["labels"]:
+                group["labels"].append(spec.label)
+            for seed in pcfg.sweep.seeds:
+                group["runs"].append(
+                    {
+                        "run_id": run_id,
+                        "label": spec.label,
+                        "cell": spec.cell,
+                        "options": options,
+                        "point": dict(point),
+                        "seed": int(seed),
+                        "learning_rate": pcfg.train.learning_rate,
+                        "clip": pcfg.train.clip,
+                    }
+                )
+                run_id += 1
+    out = list(groups.values())
+    for g in out:
+        g["label"] = ", ".join(g["labels"])
+    return out
+
+
+def _make_model(group: dict, task):
+    readout = readout_for(group["train"], task.name)
+    bidirectional = group["cell"] == "bidirectional"
+
+    def make(dynamic: dict) -> training.Model:
+        cell = cells.get(group["cell"], **group["static"], **dynamic)
+        return training.Model(cell, task.output_size, readout=readout, bidirectional=bidirectional)
+
+    return make
+
+
+def run_training(cfg, out: Path, resumed: bool, progress, step_progress, should_stop, t_start, clock) -> dict:
+    """Train every group of ``cfg`` into ``out`` (prepared by ``experiment.prepare_dir``)."""
+    from gradflow.experiment import PARTS, atomic_write
+
+    groups = plan(cfg)
+    for g_idx, group in enumerate(groups):
+        part = out / PARTS / f"{g_idx}.npz"
+        if part.exists():
+            if progress:
+                progress(g_idx, len(groups), group["label"], skipped=True)
+            continue
+        task = group["task"].build()
+        train = group["train"]
+
+        def steps_done(step, steps, _label=group["label"], _g=g_idx):
+            if step_progress:
+                step_progress(_g, len(groups), _label, step, steps)
+
+        res = training.train_runs(
+            _make_model(group, task),
+            task,
+            train.settings(),
+            [{**r, "options": {k: r["options"][k] for k in group["dynamic"]}} for r in group["runs"]],
+            option_names=group["dynamic"],
+            checkpoint=out / PARTS / f"{g_idx}.ckpt",
+            checkpoint_every=train.checkpoint_every,
+            progress=steps_done,
+            should_stop=should_stop,
+        )
+        arrays = {
+            k: v
+            for k, v in res._asdict().items()
+            if isinstance(v, np.ndarray) and k not in ("flow_log10", "gates")
+        }
+        for p, v in res.flow_log10.items():
+            arrays[f"flow_log10/{p}"] = v
+        for g, v in res.gates.items():
+            arrays[f"gates/{g}"] = v
+        for k in ("param_count", "compile_s", "step_time_s"):
+            arrays[k] = np.asarray(getattr(res, k))
+        arrays["baseline"] = np.asarray(task.baseline)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(part, buf.getvalue())
+        (out / PARTS / f"{g_idx}.ckpt").unlink(missing_ok=True)
+        if progress:
+            progress(g_idx, len(groups), group["label"], skipped=False)
+    timing = {
+        "compiles": len(groups),
+        "compile_time_s": clock.seconds,
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+    summary = _write_results(out, groups, timing, resumed, cfg)
+    shutil.rmtree(out / PARTS, ignore_errors=True)
+    return summary
+
+
+def _pad(values: list[np.ndarray], fill) -> np.ndarray:
+    """Stack ``[n_i, ...]`` arrays of different trailing lengths, padded with ``fill``."""
+    shape = [max(v.shape[d] for v in values) for d in range(1, values[0].ndim)]
+    out = np.full((sum(v.shape[0] for v in values), *shape), fill, values[0].dtype)
+    row = 0
+    for v in values:
+        out[(slice(row, row + v.shape[0]), *(slice(0, s) for s in v.shape[1:]))] = v
+        row += v.shape[0]
+    return out
+
+
+def _last_finite(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite[-1]) if finite.size else float("nan")
+
+
+def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
+    from gradflow import figures
+    from gradflow.experiment import PARTS, _git_commit, _or_none, _version, atomic_write
+
+    runs, parts = [], []
+    for g_idx, group in enumerate(groups):
+        with np.load(out / PARTS / f"{g_idx}.npz") as data:
+            parts.append({k: data[k] for k in data.files})
+        runs.extend(group["runs"])
+    n = len(runs)
+    per_run = lambda key, fill=np.nan: _pad([d[key] for d in parts], fill)  # noqa: E731
+    arrays = {
+        "run_id": np.arange(n),
+        "seed": np.array([r["seed"] for r in runs]),
+        "label": np.array([r["label"] for r in runs]),
+        "learning_rate": np.array([r["learning_rate"] for r in runs], np.float64),
+        "clip": np.array([np.inf if r["clip"] is None else r["clip"] for r in runs], np.float64),
+        "baseline": np.concatenate(
+            [np.full(len(g["runs"]), d["baseline"]) for g, d in zip(groups, parts, strict=True)]
+        ),
+        "train_loss": per_run("train_loss"),
+        "grad_norm": per_run("grad_norm"),
+        "clipped": per_run("clipped", False),
+        "eval_loss": per_run("eval_loss"),
+        "eval_accuracy": per_run("eval_accuracy"),
+        "flow_rate": per_run("flow_rate"),
+        "flow_half_life": per_run("flow_half_life"),
+        "flow_r2": per_run("flow_r2"),
+        "flow_total_log10": per_run("flow_total_log10"),
+    }
+    e_max = arrays["eval_loss"].shape[1]
+    arrays["eval_step"] = _pad(
+        [
+            np.tile(d["eval_step"].astype(np.float64), (len(g["runs"]), 1))
+            for g, d in zip(groups, parts, strict=True)
+        ],
+        np.nan,
+    )
+    for key in sorted({k for d in parts for k in d if k.startswith(("flow_log10/", "gates/"))}):
+        name = key.replace("flow_log10/", "flow_log10_").replace("gates/", "gate_").replace("/", "_")
+        blocks = []
+        for d in parts:
+            if key in d:
+                blocks.append(d[key])
+            else:
+                like = d["flow_total_log10"] if key.startswith("flow") else d["eval_loss"]
+                blocks.append(np.full(like.shape, np.nan, np.float32))
+        arrays[name] = _pad(blocks, np.nan)
+    assert arrays["eval_loss"].shape == (n, e_max)
+
+    results, row = [], 0
+    for group, d in zip(groups, parts, strict=True):
+        R = len(group["runs"])
+        step_time = float(d["step_time_s"])
+        for i, run in enumerate(group["runs"]):
+            base = float(d["baseline"])
+            ev = d["eval_loss"][i]
+            steps_run = int(d["steps_run"][i])
+            loss = d["train_loss"][i]
+            final = _last_finite(ev)
+            solved_step, diverged_step = int(d["solved_step"][i]), int(d["diverged_step"][i])
+            rates = d["flow_rate"][i]
+            finite_rates = rates[np.isfinite(rates)]
+            results.append(
+                run
+                | {
+                    "baseline": base,
+                    "solved_threshold": group["train"].solved_fraction * base,
+                    "final_eval_loss": _or_none(final),
+                    "final_ratio": _or_none(final / base),
+                    "best_eval_loss": _or_none(float(np.nanmin(ev)) if np.isfinite(ev).any() else np.nan),
+                    "final_eval_accuracy": _or_none(_last_finite(d["eval_accuracy"][i])),
+                    "solved": solved_step >= 0,
+                    "solved_step": solved_step if solved_step >= 0 else None,
+                    "diverged": diverged_step >= 0,
+                    "diverged_step": diverged_step if diverged_step >= 0 else None,
+                    "steps_run": steps_run,
+                    "clipped_fraction": float(d["clipped"][i].sum() / max(steps_run, 1)),
+                    "loss_spikes": training.loss_spikes(loss, base),
+                    "max_train_loss": _or_none(float(np.nanmax(loss)) if np.isfinite(loss).any() else np.nan),
+                    "flow_rate_first": _or_none(float(finite_rates[0]) if finite_rates.size else np.nan),
+                    "flow_rate_last": _or_none(float(finite_rates[-1]) if finite_rates.size else np.nan),
+                    "param_count": int(d["param_count"]),
+                    "time_per_step_s": step_time / R,
+                    "group_step_time_s": step_time,
+                    "group_runs": R,
+                }
+            )
+            row += 1
+    settings = _settings(results, cfg)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(out / "results.npz", buf.getvalue())
+    _write_csv(out, results, arrays)
+    run = figures.Run(
+        cfg.name, results, arrays, {k: list(v) for k, v in cfg.sweep.grid.items()}, kind="train"
+    )
+    drawn = figures.draw([run], out, cfg.output.formats)
+    summary = {
+        "name": cfg.name,
+        "kind": "train",
+        "task": {"name": cfg.task.name, "options": dict(cfg.task.options)},
+        "runs": results,
+        "settings": settings,
+        "figures": [p.name for p in drawn],
+        **timing,
+        "resumed": resumed,
+        "versions": {"jax": jax.__version__, "flax": _version("flax"), "gradflow": _version("gradflow")},
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
+        "git_commit": _git_commit(),
+    }
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    return summary
+
+
+def setting_key(run: dict) -> str:
+    """The setting a run belongs to: its label plus its sweep point (seeds are pooled)."""
+    point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in run["point"].items())
+    return f"{run['label']} ({point})" if point else run["label"]
+
+
+def _settings(results: list[dict], cfg) -> list[dict]:
+    by: dict = {}
+    for r in results:
+        by.setdefault(setting_key(r), []).append(r)
+    out = []
+    for label, rs in by.items():
+        ratios = [r["final_ratio"] for r in rs if r["final_ratio"] is not None]
+        solved = [r["solved_step"] for r in rs if r["solved"]]
+        out.append(
+            {
+                "label": label,
+                "cell": rs[0]["cell"],
+                "point": rs[0]["point"],
+                "seeds": [r["seed"] for r in rs],
+                "median_final_ratio": float(np.median(ratios)) if ratios else None,
+                "solved": sum(r["solved"] for r in rs),
+                "median_solved_step": float(np.median(solved)) if solved else None,
+                "diverged": sum(r["diverged"] for r in rs),
+                "median_clipped_fraction": float(np.median([r["clipped_fraction"] for r in rs])),
+                "loss_spikes": int(sum(r["loss_spikes"] for r in rs)),
+                "param_count": rs[0]["param_count"],
+                "time_per_step_s": float(np.median([r["time_per_step_s"] for r in rs])),
+                "baseline": rs[0]["baseline"],
+            }
+        )
+    return out
+
+
+def _write_csv(out: Path, results: list[dict], arrays: dict) -> None:
+    from gradflow.experiment import atomic_write
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    point_keys = sorted({k for r in results for k in r["point"]})
+    writer.writerow(
+        [
+            "run_id",
+            "label",
+            "cell",
+            "seed",
+            *point_keys,
+            "step",
+            "eval_loss",
+            "eval_accuracy",
+            "train_loss",
+            "flow_rate",
+            "baseline",
+        ]
+    )
+    for i, run in enumerate(results):
+        point = [run["point"].get(k, "") for k in point_keys]
+        for e, step in enumerate(arrays["eval_step"][i]):
+            if not np.isfinite(step) or not np.isfinite(arrays["eval_loss"][i, e]):
+                continue
+            s = int(step)
+            train = arrays["train_loss"][i, s] if s < arrays["train_loss"].shape[1] else np.nan
+            writer.writerow(
+                [
+                    i,
+                    run["label"],
+                    run["cell"],
+                    run["seed"],
+                    *point,
+                    s,
+                    f"{arrays['eval_loss'][i, e]:.6g}",
+                    f"{arrays['eval_accuracy'][i, e]:.6g}",
+                    f"{train:.6g}",
+                    f"{arrays['flow_rate'][i, e]:.6g}",
+                    f"{run['baseline']:.6g}",
+                ]
+            )
+    atomic_write(out / "results.csv", buf.getvalue().encode())

@@ -1,0 +1,650 @@
+"""Training a cell + readout on a task with optax, recording the gradient flow while it learns.
+
+One jit-compiled train step serves all runs of a group (seeds, and settings that share shapes:
+learning rate, clipping threshold and scalar init options such as ``forget_bias`` are per-run array
+values): a ``vmap`` over the runs on GPU/TPU, a ``lax.map`` on CPU (see ``sweep._over_runs``). The
+step's gradient comes from ``gradient_flow``, so the per-step norms ``||dL/dh_t||`` of the training
+loss are a by-product of every update; every ``eval_every`` steps they are kept, with the held-out
+loss and gate statistics.
+
+Example::
+
+    task = gradflow.tasks.get("adding", steps=50)
+    model = gradflow.Model(gradflow.cells.get("lstm", hidden_size=32), task.output_size)
+    res = gradflow.train(model, task, seeds=[0, 1], steps=500, learning_rate=3e-3)
+    res.eval_loss[:, -1] / task.baseline      # [2]: final held-out loss relative to the baseline
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+from gradflow._cell import Cell
+from gradflow._flow import gradient_flow
+from gradflow.cells._combinators import bidirectional_xs, bidirectional_ys
+from gradflow.tasks import Task
+
+PyTree = Any
+_EVAL_KEY = 0x5EED  # the held-out set: one fixed key for every run, so runs are compared on the same data
+OPTIMIZERS = tuple(
+    n
+    for n in (
+        "adam",
+        "adamw",
+        "sgd",
+        "rmsprop",
+        "adagrad",
+        "adadelta",
+        "adamax",
+        "amsgrad",
+        "nadam",
+        "radam",
+        "adabelief",
+        "lamb",
+        "lion",
+        "yogi",
+        "novograd",
+        "sign_sgd",
+    )
+    if hasattr(optax, n)
+)
+SCHEDULES = {  # name -> optax factory; values (init/peak/end) are multipliers of the learning rate
+    "constant": None,
+    "cosine_decay": optax.cosine_decay_schedule,
+    "warmup_cosine_decay": optax.warmup_cosine_decay_schedule,
+    "exponential_decay": optax.exponential_decay,
+    "linear": optax.linear_schedule,
+    "polynomial": optax.polynomial_schedule,
+    "piecewise_constant": optax.piecewise_constant_schedule,
+    "warmup_exponential_decay": optax.warmup_exponential_decay_schedule,
+}
+_SCHEDULE_DEFAULTS = {"init_value": 1.0, "peak_value": 1.0}
+SPIKE_FACTOR = 2.0  # a training loss above SPIKE_FACTOR x baseline counts as a spike
+
+
+def loss_spikes(train_loss: np.ndarray, baseline: float) -> int:
+    """Steps whose training loss exceeds ``SPIKE_FACTOR x baseline`` after the loss first went below
+    the baseline (the untrained readout's first steps do not count); ``train_loss: [steps]``."""
+    loss = np.asarray(train_loss, np.float64)
+    below = np.flatnonzero(loss < baseline)
+    if below.size == 0:
+        return 0
+    return int(np.sum(loss[below[0] :] > SPIKE_FACTOR * baseline))
+
+
+# ------------------------------------------------------------------------------------------------ model
+class Model(NamedTuple):
+    """A cell and a linear readout: ``outputs [T, B, O] = y_t W + b``.
+
+    * ``cell``: any ``Cell`` (not a depth stack).
+    * ``output_size``: ``O`` (regression outputs, or classes as logits).
+    * ``readout``: ``'every'`` (a prediction at every step) or ``'last'`` (only ``t = T-1``; the other
+      steps output 0, so use it with tasks scored at the last step only).
+    * ``bidirectional``: the cell is ``cells.bidirectional(...)``: inputs are paired with their time
+      reversal and both directions' outputs are aligned in time before the readout.
+
+    Params: ``{'cell': ..., 'readout': {'w': [Y, O], 'b': [O]}}`` (``Y``: the width of ``y``).
+
+    Example::
+
+        model = Model(cells.get("gru", hidden_size=64), output_size=1, readout="last")
+        params = model.init(jax.random.key(0), input_size=2)
+        outputs = model.apply(params, xs)                   # xs: [T, B, 2] -> [T, B, 1]
+    """
+
+    cell: Cell
+    output_size: int
+    readout: str = "every"
+    bidirectional: bool = False
+
+    def init(self, key: jax.Array, input_size: int) -> dict:
+        """Params of the cell (``cell.init``) and of the readout (``N(0, 1/Y)`` weights, zero bias)."""
+        k_cell, k_out = jax.random.split(key)
+        cell_params = self.cell.init(k_cell, input_size)
+        carry = jax.eval_shape(lambda: self.cell.initial_carry(1))
+        dtype = jax.tree_util.tree_leaves(carry)[0].dtype
+        x = jax.ShapeDtypeStruct((1, input_size), dtype)
+        x = (x, x) if self.bidirectional else x
+        _, y = jax.eval_shape(self.cell.step, cell_params, carry, x)
+        width = sum(leaf.shape[-1] for leaf in jax.tree_util.tree_leaves(y))
+        w = jax.random.normal(k_out, (width, self.output_size), dtype) / math.sqrt(width)
+        return {"cell": cell_params, "readout": {"w": w, "b": jnp.zeros((self.output_size,), dtype)}}
+
+    def inputs(self, xs: jax.Array):
+        """What the scan reads: ``xs [T, B, I]``, paired with its reversal when bidirectional."""
+        return bidirectional_xs(xs) if self.bidirectional else xs
+
+    def outputs(self, readout: dict, ys) -> jax.Array:
+        """``ys`` from the scan -> ``[T, B, O]``."""
+        y = bidirectional_ys(ys) if self.bidirectional else ys
+        if self.readout == "last":
+            last = y[-1] @ readout["w"] + readout["b"]
+            return jnp.zeros((y.shape[0], *last.shape), last.dtype).at[-1].set(last)
+        return y @ readout["w"] + readout["b"]
+
+    def apply(self, params: dict, xs: jax.Array) -> jax.Array:
+        """Run the model on ``xs [T, B, I]`` from the zero carry; returns ``[T, B, O]``."""
+        carry0 = self.cell.initial_carry(xs.shape[1])
+        _, ys = jax.lax.scan(lambda c, x: self.cell.step(params["cell"], c, x), carry0, self.inputs(xs))
+        return self.outputs(params["readout"], ys)
+
+
+# --------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Settings:
+    """What every run of a group shares (static: one compiled step).
+
+    ``steps`` (a multiple of ``eval_every``), ``batch``, ``optimizer`` (an optax name, see
+    ``OPTIMIZERS``) with ``optimizer_options`` (its other arguments), ``schedule`` (a name in
+    ``SCHEDULES`` or None) with ``schedule_options`` (optax's arguments; values are multipliers of the
+    learning rate), ``eval_every`` (K: evaluate and record the gradient flow every K steps),
+    ``eval_batch`` (held-out examples), ``solved_fraction`` (solved: held-out loss <= this x baseline),
+    ``early_stop`` (a run stops updating once solved).
+    """
+
+    steps: int = 1000
+    batch: int = 32
+    optimizer: str = "adam"
+    optimizer_options: Mapping[str, Any] = field(default_factory=dict)
+    schedule: str | None = None
+    schedule_options: Mapping[str, Any] = field(default_factory=dict)
+    eval_every: int = 100
+    eval_batch: int = 512
+    solved_fraction: float = 0.1
+    early_stop: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "eval_every", "eval_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.steps % self.eval_every:
+            raise ValueError(f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every})")
+        check_optimizer(self.optimizer, self.optimizer_options)
+        check_schedule(self.schedule, self.schedule_options)
+        if not 0.0 < self.solved_fraction <= 1.0:
+            raise ValueError(f"solved_fraction must be in (0, 1], got {self.solved_fraction!r}")
+
+    def key(self) -> tuple:
+        """Hashable identity (for caching the compiled step)."""
+        return (
+            self.steps,
+            self.batch,
+            self.optimizer,
+            tuple(sorted(self.optimizer_options.items())),
+            self.schedule,
+            _freeze(self.schedule_options),
+            self.eval_every,
+            self.eval_batch,
+            self.solved_fraction,
+            self.early_stop,
+        )
+
+
+def _freeze(value):
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def check_optimizer(name: str, options: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the unknown optimizer or option (and the choices)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZERS)}")
+    known = [p for p in inspect.signature(getattr(optax, name)).parameters if p != "learning_rate"]
+    for key in options:
+        if key not in known:
+            raise ValueError(f"unknown option {key!r} for optimizer {name!r}; options: {known}")
+
+
+def check_schedule(name: str | None, options: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the unknown schedule, option or missing argument."""
+    if name is None:
+        if options:
+            raise ValueError(f"schedule options {dict(options)} given without a schedule name")
+        return
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose from {list(SCHEDULES)}")
+    if SCHEDULES[name] is None:
+        if options:
+            raise ValueError(f"schedule 'constant' takes no options, got {dict(options)}")
+        return
+    params = inspect.signature(SCHEDULES[name]).parameters
+    for key in options:
+        if key not in params:
+            raise ValueError(f"unknown option {key!r} for schedule {name!r}; options: {list(params)}")
+    for key, p in params.items():
+        if p.default is inspect.Parameter.empty and key not in options and key not in _SCHEDULE_DEFAULTS:
+            raise ValueError(f"schedule {name!r} needs {key}=<value>")
+
+
+def _multiplier(name: str | None, options: Mapping[str, Any]):
+    if name is None or SCHEDULES[name] is None:
+        return None
+    fn = SCHEDULES[name]
+    params = inspect.signature(fn).parameters
+    kwargs = {k: v for k, v in _SCHEDULE_DEFAULTS.items() if k in params}
+    kwargs.update(options)
+    if name == "piecewise_constant" and "boundaries_and_scales" in kwargs:
+        kwargs["boundaries_and_scales"] = {
+            int(k): float(v) for k, v in kwargs["boundaries_and_scales"].items()
+        }
+    return fn(**kwargs)
+
+
+def optimizer(settings: Settings, learning_rate, clip) -> optax.GradientTransformation:
+    """``clip_by_global_norm(clip)`` (``inf``: off) then the named optimizer at ``learning_rate`` x schedule.
+
+    ``learning_rate`` and ``clip`` may be traced scalars (one per run under ``vmap``).
+    """
+    mult = _multiplier(settings.schedule, settings.schedule_options)
+    rate = learning_rate if mult is None else (lambda count: learning_rate * mult(count))
+    opt = getattr(optax, settings.optimizer)(learning_rate=rate, **settings.optimizer_options)
+    return optax.chain(optax.clip_by_global_norm(clip), opt)
+
+
+# ------------------------------------------------------------------------------------------------ state
+class TrainState(NamedTuple):
+    """One run's state (leaves gain a leading run axis ``[R]`` in a group).
+
+    ``active``: still updating (not solved with early stop, not diverged); ``solved_step`` /
+    ``diverged_step``: the step, -1 if never.
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    active: jax.Array
+    solved_step: jax.Array
+    diverged_step: jax.Array
+
+
+class Hyper(NamedTuple):
+    """Per-run values of a group: ``seed [R]`` uint32, ``learning_rate [R]``, ``clip [R]`` (inf: off),
+    ``options [R, K]`` (scalar cell options, in ``option_names`` order)."""
+
+    seed: jax.Array
+    learning_rate: jax.Array
+    clip: jax.Array
+    options: jax.Array
+
+
+class TrainResult(NamedTuple):
+    """Histories of R runs (leading axis R, runs in the order given).
+
+    * ``train_loss``, ``grad_norm`` (global norm before clipping), ``clipped`` (bool): ``[R, steps]``;
+      NaN / False after a run stopped (solved with early stop, or diverged).
+    * ``eval_step: [E]``: the steps 0, K, 2K, ... where the held-out set was scored (before that step's
+      update), ``eval_loss``, ``eval_accuracy`` (NaN for regression): ``[R, E]``.
+    * ``flow_log10: {carry part: [R, E, T+1]}``, ``flow_total_log10: [R, E, T+1]``: log10
+      ``||dL/dh_t||`` of the training loss at step ``eval_step[e]``; ``flow_rate``, ``flow_half_life``,
+      ``flow_r2: [R, E]``: its decay fit (ln per step).
+    * ``gates: {'f/mean': [R, E], 'f/high': ..., 'f/low': ...}``: per gate, the mean over held-out steps,
+      examples and units, and the fraction above 0.9 / below 0.1 (LSTM i, f, o; GRU r, z; MGU f).
+    * ``solved_step``, ``diverged_step``: ``[R]`` (-1: never); ``steps_run: [R]`` updates applied.
+    * ``param_count``: trainable scalars of one run; ``compile_s``; ``step_time_s``: wall time of one
+      train step of the whole group (all R runs), median over the chunks run.
+    """
+
+    train_loss: np.ndarray
+    grad_norm: np.ndarray
+    clipped: np.ndarray
+    eval_step: np.ndarray
+    eval_loss: np.ndarray
+    eval_accuracy: np.ndarray
+    flow_log10: dict
+    flow_total_log10: np.ndarray
+    flow_rate: np.ndarray
+    flow_half_life: np.ndarray
+    flow_r2: np.ndarray
+    gates: dict
+    solved_step: np.ndarray
+    diverged_step: np.ndarray
+    steps_run: np.ndarray
+    param_count: int
+    compile_s: float
+    step_time_s: float
+
+
+# ------------------------------------------------------------------------------------------- the group
+def _over_runs(one):
+    """``f(*args)`` with a leading run axis on every leaf: ``vmap`` on GPU/TPU, ``lax.map`` on CPU
+    (the XLA:CPU vmapped-call hang, see ``gradflow.sweep._over_runs``)."""
+    if jax.default_backend() == "cpu":
+        return lambda *args: jax.lax.map(lambda a: one(*a), args)
+    return jax.vmap(one)
+
+
+class _Group:
+    """The compiled functions of one group: ``init``, ``chunk`` (K train steps) and ``evaluate``."""
+
+    def __init__(self, make_model, option_names, task: Task, settings: Settings):
+        self.make_model, self.names, self.task, self.s = make_model, tuple(option_names), task, settings
+        self.eval_batch = task.sample(jax.random.key(_EVAL_KEY), settings.eval_batch)
+        self.init = jax.jit(_over_runs(lambda h: self._init(*h)))
+        self.chunk = jax.jit(lambda st, h, start: _over_runs(lambda a, b: self._chunk(a, b, start))(st, h))
+        self.evaluate = jax.jit(
+            lambda st, h, step: _over_runs(lambda a, b: self._evaluate(a, b, step))(st, h)
+        )
+
+    def model(self, options) -> Model:
+        return self.make_model(dict(zip(self.names, options, strict=True)))
+
+    def _init(self, seed, lr, clip, options):
+        model = self.model(options)
+        params = model.init(jax.random.fold_in(jax.random.key(seed), 0), self.task.input_size)
+        opt_state = optimizer(self.s, lr, clip).init(params)
+        minus = jnp.array(-1, jnp.int32)
+        return TrainState(params, opt_state, jnp.array(True), minus, minus)
+
+    def _loss_and_flow(self, model: Model, params, batch):
+        carry0 = model.cell.initial_carry(batch.xs.shape[1])
+
+        def loss_fn(ys, carry, readout):
+            del carry
+            return self.task.loss(model.outputs(readout, ys), batch)
+
+        return gradient_flow(
+            model.cell.step,
+            params["cell"],
+            carry0,
+            model.inputs(batch.xs),
+            loss_fn,
+            loss_params=params["readout"],
+            step_shares=False,
+        )
+
+    def _chunk(self, state: TrainState, hyper: Hyper, start):
+        seed, lr, clip, options = hyper
+        model = self.model(options)
+        tx = optimizer(self.s, lr, clip)
+        k_data = jax.random.fold_in(jax.random.key(seed), 1)
+
+        def body(st: TrainState, i):
+            step = start + i
+            batch = self.task.sample(jax.random.fold_in(k_data, step), self.s.batch)
+            res = self._loss_and_flow(model, st.params, batch)
+            grads = {"cell": res.grads[0], "readout": res.grads[1]}
+            g_norm = optax.global_norm(grads)
+            finite = jnp.isfinite(res.loss) & jnp.isfinite(g_norm)
+            updates, opt_state = tx.update(grads, st.opt_state, st.params)
+            params = optax.apply_updates(st.params, updates)
+            go = st.active & finite
+            keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(go, a, b), new, old)  # noqa: E731
+            diverged = st.active & ~finite
+            new = TrainState(
+                keep(params, st.params),
+                keep(opt_state, st.opt_state),
+                st.active & finite,
+                st.solved_step,
+                jnp.where(diverged, step, st.diverged_step).astype(jnp.int32),
+            )
+            nan = jnp.array(jnp.nan, res.loss.dtype)
+            record = (
+                jnp.where(st.active, res.loss, nan),
+                jnp.where(st.active, g_norm, nan),
+                st.active & (g_norm > clip),
+                st.active & finite,
+                st.active,
+            )
+            flow = (res.log10_norms, res.total_log10_norms, res.total_fit)
+            return new, (record, flow)
+
+        state, (records, flow) = jax.lax.scan(body, state, jnp.arange(self.s.eval_every))
+        first = jax.tree_util.tree_map(lambda a: a[0], flow)  # the flow at step `start`
+        return state, records, first
+
+    def _evaluate(self, state: TrainState, hyper: Hyper, step):
+        model = self.model(hyper.options)
+        batch = self.eval_batch
+        outputs = model.apply(state.params, batch.xs)
+        metrics = self.task.metrics(outputs, batch)
+        loss = metrics["loss"]
+        acc = metrics.get("accuracy", jnp.array(jnp.nan, loss.dtype))
+        solved_now = (state.solved_step < 0) & (loss <= self.s.solved_fraction * self.task.baseline)
+        solved_now = solved_now & (state.diverged_step < 0)
+        solved_step = jnp.where(solved_now, step, state.solved_step).astype(jnp.int32)
+        active = state.active & ~(solved_now & self.s.early_stop)
+        gates = {}
+        if model.cell.gates is not None and not model.bidirectional:
+            carry0 = model.cell.initial_carry(batch.xs.shape[1])
+
+            def body(carry, x):
+                values = model.cell.gates(state.params["cell"], carry, x)
+                carry, _ = model.cell.step(state.params["cell"], carry, x)
+                return carry, values
+
+            _, values = jax.lax.scan(body, carry0, batch.xs)
+            for name, v in values.items():
+                gates[f"{name}/mean"] = jnp.mean(v)
+                gates[f"{name}/high"] = jnp.mean(v > 0.9)
+                gates[f"{name}/low"] = jnp.mean(v < 0.1)
+        return state._replace(active=active, solved_step=solved_step), (loss, acc, gates)
+
+
+def _carry_parts(model: Model) -> list[str]:
+    from gradflow.sweep import carry_part_names
+
+    carry = jax.eval_shape(lambda: model.cell.initial_carry(1))
+    paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(carry)]
+    if len(paths) == 2 and model.cell.gates is not None and [p[0].idx for p in paths] == [0, 1]:
+        return ["c", "h"]  # an LSTM's (c, h)
+    return carry_part_names("", carry)
+
+
+def train_runs(
+    make_model: Callable[[dict], Model],
+    task: Task,
+    settings: Settings,
+    runs: Sequence[Mapping[str, Any]],
+    *,
+    option_names: Sequence[str] = (),
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train R runs that share shapes together: one compiled step for all of them.
+
+    Args:
+      make_model: ``{option: value} -> Model`` for the scalar options in ``option_names`` (traced
+        inside the step: they may only set values, not shapes).
+      task: a ``gradflow.tasks.Task``.
+      settings: ``Settings`` shared by all runs.
+      runs: R mappings with ``seed`` (int), ``learning_rate`` (float), ``clip`` (float or None: off)
+        and ``options`` (``{name: float}`` for ``option_names``).
+      checkpoint: a file; the group's state and histories are saved there every ``checkpoint_every``
+        steps (a multiple of ``eval_every``; default: every ``eval_every``) and, if it exists, training
+        resumes from it (the result is bit-for-bit the uninterrupted one).
+      progress: ``progress(step, steps)`` after each chunk of ``eval_every`` steps.
+      should_stop: polled after each chunk; True saves the checkpoint and raises ``KeyboardInterrupt``.
+
+    Returns:
+      ``TrainResult``.
+    """
+    s = settings
+    if not runs:
+        raise ValueError("train_runs: no runs given")
+    names = tuple(option_names)
+    hyper = Hyper(
+        seed=np.asarray([int(r["seed"]) for r in runs], np.uint32),
+        learning_rate=np.asarray([float(r["learning_rate"]) for r in runs], np.float32),
+        clip=np.asarray([np.inf if r.get("clip") is None else float(r["clip"]) for r in runs], np.float32),
+        options=np.asarray(
+            [[float(r.get("options", {})[n]) for n in names] for r in runs], np.float32
+        ).reshape(len(runs), len(names)),
+    )
+    group = _Group(make_model, names, task, s)
+    probe = group.model(np.zeros(len(names), np.float32))
+    if probe.cell.params_per_step:
+        raise ValueError("train: depth stacks (residual, plain) are not trainable as recurrent models")
+    parts = _carry_parts(probe)
+    K, R, E = s.eval_every, len(runs), s.steps // s.eval_every + 1
+    every = K if checkpoint_every is None else int(checkpoint_every)
+    if every < 1 or every % K:
+        raise ValueError(f"checkpoint_every ({every}) must be a multiple of eval_every ({K})")
+
+    t0 = time.perf_counter()
+    state = group.init(hyper)
+    chunk = group.chunk.lower(state, hyper, jnp.int32(0)).compile()
+    evaluate = group.evaluate.lower(state, hyper, jnp.int32(0)).compile()
+    compile_s = time.perf_counter() - t0
+
+    T = task.steps
+    hist = {
+        "train_loss": np.full((R, s.steps), np.nan, np.float32),
+        "grad_norm": np.full((R, s.steps), np.nan, np.float32),
+        "clipped": np.zeros((R, s.steps), bool),
+        "updated": np.zeros((R, s.steps), bool),
+        "eval_loss": np.full((R, E), np.nan, np.float32),
+        "eval_accuracy": np.full((R, E), np.nan, np.float32),
+        "flow_total_log10": np.full((R, E, T + 1), np.nan, np.float32),
+        "flow_rate": np.full((R, E), np.nan, np.float32),
+        "flow_half_life": np.full((R, E), np.nan, np.float32),
+        "flow_r2": np.full((R, E), np.nan, np.float32),
+        "chunk_times": np.zeros((0,), np.float64),
+    }
+    for p in parts:
+        hist[f"flow_log10/{p}"] = np.full((R, E, T + 1), np.nan, np.float32)
+    start = 0
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.exists():
+        start, state, hist = _load_checkpoint(path, state, hist)
+
+    step = start
+    while True:
+        e = step // K
+        state, (loss, acc, gates) = evaluate(state, hyper, jnp.int32(step))
+        hist["eval_loss"][:, e] = np.asarray(loss)
+        hist["eval_accuracy"][:, e] = np.asarray(acc)
+        for name, values in gates.items():
+            hist.setdefault(f"gates/{name}", np.full((R, E), np.nan, np.float32))[:, e] = np.asarray(values)
+        if step >= s.steps or not np.asarray(state.active).any():
+            break
+        t_chunk = time.perf_counter()
+        state, records, flow = chunk(state, hyper, jnp.int32(step))
+        records = jax.device_get(records)
+        hist["chunk_times"] = np.append(hist["chunk_times"], time.perf_counter() - t_chunk)
+        sl = slice(step, step + K)
+        for key, values in zip(("train_loss", "grad_norm", "clipped", "updated"), records, strict=False):
+            hist[key][:, sl] = values
+        log10_parts, total, fit = jax.device_get(flow)
+        was_active = records[4][:, 0]  # the flow is kept for runs active at the chunk's first step
+        for p, values in zip(parts, jax.tree_util.tree_leaves(log10_parts), strict=True):
+            hist[f"flow_log10/{p}"][was_active, e] = values[was_active]
+        hist["flow_total_log10"][was_active, e] = total[was_active]
+        for key, values in (("flow_rate", fit.rate), ("flow_half_life", fit.half_life), ("flow_r2", fit.r2)):
+            hist[key][was_active, e] = values[was_active]
+        step += K
+        if progress is not None:
+            progress(step, s.steps)
+        stop = should_stop is not None and should_stop()
+        if path is not None and (step % every == 0 or stop) and step < s.steps:
+            _save_checkpoint(path, step, state, hist)
+        if stop:
+            raise KeyboardInterrupt(f"stopped at step {step}")
+
+    state = jax.device_get(state)
+    times = hist.pop("chunk_times")
+    flow_log10 = {p: hist.pop(f"flow_log10/{p}") for p in parts}
+    gate_stats = {k.split("/", 1)[1]: hist.pop(k) for k in sorted(hist) if k.startswith("gates/")}
+    updated = hist.pop("updated")
+    n_params = sum(
+        math.prod(a.shape)
+        for a in jax.tree_util.tree_leaves(
+            jax.eval_shape(lambda: probe.init(jax.random.key(0), task.input_size))
+        )
+    )
+    return TrainResult(
+        eval_step=np.arange(E) * K,
+        flow_log10=flow_log10,
+        gates=gate_stats,
+        solved_step=np.asarray(state.solved_step),
+        diverged_step=np.asarray(state.diverged_step),
+        steps_run=updated.sum(axis=1),
+        param_count=int(n_params),
+        compile_s=float(compile_s),
+        step_time_s=float(np.median(times) / K) if len(times) else float("nan"),
+        **hist,
+    )
+
+
+def _save_checkpoint(path: Path, step: int, state: TrainState, hist: dict) -> None:
+    payload = {
+        "step": step,
+        "state": serialization.to_state_dict(jax.device_get(state)),
+        "hist": {k.replace("/", "|"): v for k, v in hist.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(serialization.msgpack_serialize(payload))
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, state: TrainState, hist: dict):
+    payload = serialization.msgpack_restore(path.read_bytes())
+    state = serialization.from_state_dict(jax.device_get(state), payload["state"])
+    loaded = {k.replace("|", "/"): np.asarray(v) for k, v in payload["hist"].items()}
+    return int(payload["step"]), jax.device_put(state), {**hist, **loaded}
+
+
+# -------------------------------------------------------------------------------------------- the API
+def train(
+    model: Model,
+    task: Task,
+    *,
+    seeds: Sequence[int] = (0,),
+    steps: int = 1000,
+    batch: int = 32,
+    optimizer: str = "adam",
+    learning_rate: float = 1e-3,
+    optimizer_options: Mapping[str, Any] | None = None,
+    schedule: str | None = None,
+    schedule_options: Mapping[str, Any] | None = None,
+    clip: float | None = None,
+    eval_every: int = 100,
+    eval_batch: int = 512,
+    solved_fraction: float = 0.1,
+    early_stop: bool = True,
+    checkpoint: str | Path | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``task`` once per seed, all seeds in one compiled step.
+
+    ``clip``: gradient clipping by global norm (Pascanu et al. 2013), None for off. Every
+    ``eval_every`` steps the held-out loss, the gate statistics and the per-step gradient norms of the
+    training loss are recorded; a run whose loss or gradient becomes non-finite is marked diverged and
+    stops updating (the others go on). See ``TrainResult`` for the shapes.
+
+    Example::
+
+        res = train(Model(cells.get("lstm", hidden_size=32), 1, readout="last"),
+                    tasks.get("adding", steps=50), seeds=[0, 1, 2], steps=1000, clip=1.0)
+        res.solved_step        # [3], -1 where not solved
+    """
+    settings = Settings(
+        steps=steps,
+        batch=batch,
+        optimizer=optimizer,
+        optimizer_options=dict(optimizer_options or {}),
+        schedule=schedule,
+        schedule_options=dict(schedule_options or {}),
+        eval_every=eval_every,
+        eval_batch=eval_batch,
+        solved_fraction=solved_fraction,
+        early_stop=early_stop,
+    )
+    runs = [{"seed": s, "learning_rate": learning_rate, "clip": clip} for s in seeds]
+    return train_runs(lambda _options: model, task, settings, runs, checkpoint=checkpoint)
