@@ -14,6 +14,7 @@ Example::
 from gradflow import cells as cells
 from gradflow import tasks as tasks
 from gradflow import theory as theory
+from gradflow import training as training
 from gradflow._cell import Cell as Cell
 from gradflow._cell import ParamCount as ParamCount
 from gradflow._cell import param_count as param_count
@@ -33,5 +34,8 @@ from gradflow.lyapunov import LyapunovSpectrum as LyapunovSpectrum
 from gradflow.lyapunov import lyapunov_spectrum as lyapunov_spectrum
 from gradflow.paths import PathDecomposition as PathDecomposition
 from gradflow.paths import path_decomposition as path_decomposition
+from gradflow.training import Model as Model
+from gradflow.training import TrainResult as TrainResult
+from gradflow.training import train as train
 
 __version__ = "0.1.0"

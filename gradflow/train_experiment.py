@@ -185,14 +185,20 @@ def _pad(values: list[np.ndarray], fill) -> np.ndarray:
     return out
 
 
-def _last_finite(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite[-1]) if finite.size else float("nan")
+def _last_evaluated(values: np.ndarray) -> float:
+    """The last evaluation (NaN: not evaluated); inf where a diverged run's params score inf."""
+    done = values[~np.isnan(values)]
+    return float(done[-1]) if done.size else float("nan")
+
+
+def _number(x: float) -> float | None:
+    """JSON has no NaN or inf: ``None`` for those (a diverged run says so in ``diverged``)."""
+    return float(x) if x is not None and np.isfinite(x) else None
 
 
 def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
     from gradflow import figures
-    from gradflow.experiment import PARTS, _git_commit, _or_none, _version, atomic_write
+    from gradflow.experiment import PARTS, _git_commit, _version, atomic_write
 
     runs, parts = [], []
     for g_idx, group in enumerate(groups):
@@ -249,7 +255,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
             ev = d["eval_loss"][i]
             steps_run = int(d["steps_run"][i])
             loss = d["train_loss"][i]
-            final = _last_finite(ev)
+            final = _last_evaluated(ev)
             solved_step, diverged_step = int(d["solved_step"][i]), int(d["diverged_step"][i])
             rates = d["flow_rate"][i]
             finite_rates = rates[np.isfinite(rates)]
@@ -258,10 +264,12 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
                 | {
                     "baseline": base,
                     "solved_threshold": group["train"].solved_fraction * base,
-                    "final_eval_loss": _or_none(final),
-                    "final_ratio": _or_none(final / base),
-                    "best_eval_loss": _or_none(float(np.nanmin(ev)) if np.isfinite(ev).any() else np.nan),
-                    "final_eval_accuracy": _or_none(_last_finite(d["eval_accuracy"][i])),
+                    "final_eval_loss": _number(final),
+                    "final_ratio": _number(final / base),
+                    "best_eval_loss": _number(
+                        float(np.min(ev[np.isfinite(ev)])) if np.isfinite(ev).any() else np.nan
+                    ),
+                    "final_eval_accuracy": _number(_last_evaluated(d["eval_accuracy"][i])),
                     "solved": solved_step >= 0,
                     "solved_step": solved_step if solved_step >= 0 else None,
                     "diverged": diverged_step >= 0,
@@ -269,9 +277,11 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
                     "steps_run": steps_run,
                     "clipped_fraction": float(d["clipped"][i].sum() / max(steps_run, 1)),
                     "loss_spikes": training.loss_spikes(loss, base),
-                    "max_train_loss": _or_none(float(np.nanmax(loss)) if np.isfinite(loss).any() else np.nan),
-                    "flow_rate_first": _or_none(float(finite_rates[0]) if finite_rates.size else np.nan),
-                    "flow_rate_last": _or_none(float(finite_rates[-1]) if finite_rates.size else np.nan),
+                    "max_train_loss": _number(
+                        float(np.max(loss[np.isfinite(loss)])) if np.isfinite(loss).any() else np.nan
+                    ),
+                    "flow_rate_first": _number(float(finite_rates[0]) if finite_rates.size else np.nan),
+                    "flow_rate_last": _number(float(finite_rates[-1]) if finite_rates.size else np.nan),
                     "param_count": int(d["param_count"]),
                     "time_per_step_s": step_time / R,
                     "group_step_time_s": step_time,

@@ -297,6 +297,8 @@ class TrainResult(NamedTuple):
     * ``solved_step``, ``diverged_step``: ``[R]`` (-1: never); ``steps_run: [R]`` updates applied.
     * ``param_count``: trainable scalars of one run; ``compile_s``; ``step_time_s``: wall time of one
       train step of the whole group (all R runs), median over the chunks run.
+    * ``params``: the final params (``Model.init``'s pytree, leaves ``[R, ...]``): the last update of
+      each run (a solved run keeps the params it was solved with, a diverged one its last finite ones).
     """
 
     train_loss: np.ndarray
@@ -317,15 +319,27 @@ class TrainResult(NamedTuple):
     param_count: int
     compile_s: float
     step_time_s: float
+    params: PyTree = None
 
 
 # ------------------------------------------------------------------------------------------- the group
+def _host_float():
+    """float64 when JAX has x64 on (float64 models get exact learning rates), else float32."""
+    return np.float64 if jax.config.jax_enable_x64 else np.float32
+
+
 def _over_runs(one):
     """``f(*args)`` with a leading run axis on every leaf: ``vmap`` on GPU/TPU, ``lax.map`` on CPU
     (the XLA:CPU vmapped-call hang, see ``gradflow.sweep._over_runs``)."""
     if jax.default_backend() == "cpu":
         return lambda *args: jax.lax.map(lambda a: one(*a), args)
     return jax.vmap(one)
+
+
+def _as_param_dtype(params, *scalars):
+    """Per-run scalars (float64 on the host) in the params' dtype, so updates keep that dtype."""
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    return tuple(jnp.asarray(x).astype(dtype) for x in scalars)
 
 
 class _Group:
@@ -346,6 +360,7 @@ class _Group:
     def _init(self, seed, lr, clip, options):
         model = self.model(options)
         params = model.init(jax.random.fold_in(jax.random.key(seed), 0), self.task.input_size)
+        lr, clip = _as_param_dtype(params, lr, clip)
         opt_state = optimizer(self.s, lr, clip).init(params)
         minus = jnp.array(-1, jnp.int32)
         return TrainState(params, opt_state, jnp.array(True), minus, minus)
@@ -370,6 +385,7 @@ class _Group:
     def _chunk(self, state: TrainState, hyper: Hyper, start):
         seed, lr, clip, options = hyper
         model = self.model(options)
+        lr, clip = _as_param_dtype(state.params, lr, clip)
         tx = optimizer(self.s, lr, clip)
         k_data = jax.random.fold_in(jax.random.key(seed), 1)
 
@@ -378,7 +394,7 @@ class _Group:
             batch = self.task.sample(jax.random.fold_in(k_data, step), self.s.batch)
             res = self._loss_and_flow(model, st.params, batch)
             grads = {"cell": res.grads[0], "readout": res.grads[1]}
-            g_norm = optax.global_norm(grads)
+            g_norm = optax.tree.norm(grads)
             finite = jnp.isfinite(res.loss) & jnp.isfinite(g_norm)
             updates, opt_state = tx.update(grads, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
@@ -481,8 +497,8 @@ def train_runs(
     names = tuple(option_names)
     hyper = Hyper(
         seed=np.asarray([int(r["seed"]) for r in runs], np.uint32),
-        learning_rate=np.asarray([float(r["learning_rate"]) for r in runs], np.float32),
-        clip=np.asarray([np.inf if r.get("clip") is None else float(r["clip"]) for r in runs], np.float32),
+        learning_rate=np.asarray([float(r["learning_rate"]) for r in runs], _host_float()),
+        clip=np.asarray([np.inf if r.get("clip") is None else float(r["clip"]) for r in runs], _host_float()),
         options=np.asarray(
             [[float(r.get("options", {})[n]) for n in names] for r in runs], np.float32
         ).reshape(len(runs), len(names)),
@@ -578,6 +594,7 @@ def train_runs(
         param_count=int(n_params),
         compile_s=float(compile_s),
         step_time_s=float(np.median(times) / K) if len(times) else float("nan"),
+        params=state.params,
         **hist,
     )
 
@@ -597,7 +614,7 @@ def _save_checkpoint(path: Path, step: int, state: TrainState, hist: dict) -> No
 def _load_checkpoint(path: Path, state: TrainState, hist: dict):
     payload = serialization.msgpack_restore(path.read_bytes())
     state = serialization.from_state_dict(jax.device_get(state), payload["state"])
-    loaded = {k.replace("|", "/"): np.asarray(v) for k, v in payload["hist"].items()}
+    loaded = {k.replace("|", "/"): np.array(v) for k, v in payload["hist"].items()}  # writable copies
     return int(payload["step"]), jax.device_put(state), {**hist, **loaded}
 
 
