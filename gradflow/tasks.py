@@ -131,8 +131,8 @@ def adding(key: jax.Array, batch: int, steps: int, *, dtype="float32") -> Batch:
     steps, dtype = _at_least("steps", steps, 2), dtype_of(dtype)
     k_val, k1, k2 = jax.random.split(key, 3)
     values = jax.random.uniform(k_val, (steps, batch), dtype)
-    first = jax.random.randint(k1, (batch,), 0, steps // 2)
-    second = jax.random.randint(k2, (batch,), steps // 2, steps)
+    first = jax.random.randint(k1, (batch,), 0, steps // 2, dtype=jnp.int32)
+    second = jax.random.randint(k2, (batch,), steps // 2, steps, dtype=jnp.int32)
     t = jnp.arange(steps)[:, None]
     marker = ((t == first) | (t == second)).astype(dtype)
     target = jnp.sum(values * marker, axis=0)
@@ -172,7 +172,7 @@ def copy(
     """
     lag, dtype = positive_int("lag", lag), dtype_of(dtype)
     symbols, length = _at_least("symbols", symbols, 2), positive_int("length", length)
-    data = jax.random.randint(key, (length, batch), 1, symbols + 1)
+    data = jax.random.randint(key, (length, batch), 1, symbols + 1, dtype=jnp.int32)
     blanks = jnp.zeros((lag - 1, batch), data.dtype)
     delim = jnp.full((1, batch), symbols + 1, data.dtype)
     tokens = jnp.concatenate([data, blanks, delim, jnp.zeros_like(data)])
@@ -222,10 +222,10 @@ def temporal_order(key: jax.Array, batch: int, steps: int, *, dtype="float32") -
     """
     steps, dtype = _at_least("steps", steps, 10), dtype_of(dtype)
     k_dis, k_t1, k_t2, k_sym = jax.random.split(key, 4)
-    tokens = jax.random.randint(k_dis, (steps, batch), 0, 4)
-    t1 = jax.random.randint(k_t1, (batch,), round(0.1 * steps), round(0.2 * steps) + 1)
-    t2 = jax.random.randint(k_t2, (batch,), round(0.5 * steps), round(0.6 * steps) + 1)
-    is_y = jax.random.bernoulli(k_sym, 0.5, (2, batch)).astype(tokens.dtype)
+    tokens = jax.random.randint(k_dis, (steps, batch), 0, 4, dtype=jnp.int32)
+    t1 = jax.random.randint(k_t1, (batch,), round(0.1 * steps), round(0.2 * steps) + 1, dtype=jnp.int32)
+    t2 = jax.random.randint(k_t2, (batch,), round(0.5 * steps), round(0.6 * steps) + 1, dtype=jnp.int32)
+    is_y = jax.random.bernoulli(k_sym, jnp.float32(0.5), (2, batch)).astype(tokens.dtype)
     t = jnp.arange(steps)[:, None]
     tokens = jnp.where(t == t1, 4 + is_y[0], jnp.where(t == t2, 4 + is_y[1], tokens))
     tokens = jnp.where(t == 0, 6, jnp.where(t == steps - 1, 7, tokens))
@@ -263,7 +263,7 @@ def lookahead(key: jax.Array, batch: int, steps: int, *, delay: int = 5, symbols
     delay, symbols = positive_int("delay", delay), _at_least("symbols", symbols, 2)
     if delay >= steps:
         raise ValueError(f"lookahead: delay={delay} must be < steps={steps}")
-    tokens = jax.random.randint(key, (steps, batch), 0, symbols)
+    tokens = jax.random.randint(key, (steps, batch), 0, symbols, dtype=jnp.int32)
     ys = jnp.concatenate([tokens[delay:], jnp.zeros((delay, batch), tokens.dtype)]).astype(jnp.int32)
     mask = jnp.broadcast_to((jnp.arange(steps) < steps - delay)[:, None], (steps, batch))
     return Batch(_one_hot(tokens, symbols, dtype), ys, mask)
@@ -405,7 +405,7 @@ def from_npz(path, *, dtype="float32") -> Task:
     data = (jnp.asarray(xs, dtype), jnp.asarray(ys_dev), jnp.asarray(mask))
 
     def sample(key, batch):
-        rows = jax.random.randint(key, (batch,), 0, n)
+        rows = jax.random.randint(key, (batch,), 0, n, dtype=jnp.int32)
         return Batch(*(jnp.swapaxes(a[rows], 0, 1) for a in data))
 
     def baseline_outputs(b):

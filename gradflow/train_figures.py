@@ -53,6 +53,15 @@ def draw(run_list: list, out: Path, formats) -> list[Path]:
     return written
 
 
+def _nan_stat(fn, values: np.ndarray) -> np.ndarray:
+    """``fn(values, axis=0)`` over seeds; NaN (no warning) where every seed is NaN."""
+    out = np.full(values.shape[1:], np.nan)
+    ok = ~np.isnan(values).all(axis=0)
+    if ok.any():
+        out[ok] = fn(values[:, ok], axis=0)
+    return out
+
+
 def _band(ax, x, values, i, label, *, marker=None):
     values = np.asarray(values, np.float64)
     ok = np.isfinite(values).any(axis=0)
@@ -60,9 +69,7 @@ def _band(ax, x, values, i, label, *, marker=None):
         return
     x, values = np.asarray(x, np.float64)[ok], values[:, ok]
     st = plots.style(i)
-    with np.errstate(all="ignore"):
-        med = np.nanmedian(values, axis=0)
-        lo, hi = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+    med, lo, hi = (_nan_stat(fn, values) for fn in (np.nanmedian, np.nanmin, np.nanmax))
     ax.plot(x, med, color=st["color"], linestyle=st["linestyle"], label=label, marker=marker, markersize=3)
     if values.shape[0] > 1:
         ax.fill_between(x, lo, hi, color=st["color"], alpha=0.15, linewidth=0)
@@ -78,8 +85,7 @@ def _learning(found, title, base, formats) -> list[Path]:
         loss = a["train_loss"][rows]
         steps = np.arange(loss.shape[1])
         window = max(1, loss.shape[1] // 100)
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(loss, axis=0)
+        med = _nan_stat(np.nanmedian, loss.astype(np.float64))
         smooth = np.convolve(np.nan_to_num(med, nan=0.0), np.ones(window) / window, mode="same")
         smooth[~np.isfinite(med)] = np.nan
         st = plots.style(i)

@@ -56,7 +56,7 @@ BAD = [  # (config text, extra argv, fragments of the one-line message)
         [],
         ["depth stack"],
     ),
-    (TRAIN.replace("batch: 16,", "batch: 16, colour: red,"), [], ["train.colour", "colour"]),
+    (TRAIN.replace("batch: 16,", "batch: 16, colour: red,"), [], ["colour", "in train"]),
     (TRAIN, ["--set", "train.readout=first"], ["train.readout", "first"]),
     (TRAIN, ["--set", "task.options.steps=x"], ["task.options.steps", "x"]),
 ]
@@ -143,9 +143,11 @@ def _cli(*argv):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    """The same command, uninterrupted, in a fresh process (as the interrupted ones run)."""
     tmp = tmp_path_factory.mktemp("long")
     cfg = _write(tmp, LONG)
-    assert main(["run", str(cfg), "-o", str(tmp / "full")]) == 0
+    proc = subprocess.run(_cli("run", str(cfg), "-o", str(tmp / "full")), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
     return cfg, tmp / "full"
 
 
