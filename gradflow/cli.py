@@ -228,19 +228,9 @@ def _train_table(summary: dict, out):
     from rich.table import Table
 
     table = Table(title=f"{summary['name']}: final held-out loss / learned-nothing baseline ({out})")
-    columns = [
-        "setting",
-        "seeds",
-        "final / baseline",
-        "solved",
-        "at step",
-        "diverged",
-        "clipped",
-        "ms/step",
-        "params",
-    ]
-    for col in columns:
-        table.add_column(col, justify="right")
+    table.add_column("setting", no_wrap=True)
+    for col in ("seeds", "loss/base", "solved", "at step", "diverged", "clipped", "ms/step", "params"):
+        table.add_column(col, justify="right", no_wrap=True)
     for s in summary["settings"]:
         n = len(s["seeds"])
         ratio = s["median_final_ratio"]

@@ -2,7 +2,8 @@
 
 - ``learning``: held-out loss against training step (median and min-max band over seeds) with the
   "learned nothing" baseline and the solved threshold; training loss per step beside it (spikes above
-  the baseline and divergences, marked x, show there).
+  the baseline and divergences, marked x, show there; losses above 1e4 x baseline are drawn at that
+  cap).
 - ``flow_heatmap``: log10 ``||dL/dh_t||`` of the training loss, training step x time step, one panel
   per setting (its first seed).
 - ``flow_rate``: the fitted decay rate (ln per step) and half-life against training step.
@@ -18,6 +19,7 @@ import numpy as np
 
 from gradflow import plots
 
+CAP = 1e4  # losses above CAP x baseline are drawn at the cap
 GATE_ORDER = ("f", "z", "i", "o", "r")
 GATE_NAMES = {
     "f": "forget gate f",
@@ -78,11 +80,13 @@ def _band(ax, x, values, i, label, *, marker=None):
 def _learning(found, title, base, formats) -> list[Path]:
     fig, (ax_eval, ax_train) = plots.figure(1, 2, size=(12.0, 4.4))
     baselines = sorted({s["baseline"] for _, s in found})
+    cap = CAP * max(baselines)  # exploded losses are drawn at the cap (the y axis ends there)
+    clip = lambda v: np.where(np.isnan(v), np.nan, np.minimum(np.asarray(v, np.float64), cap))  # noqa: E731
     for i, (run, s) in enumerate(found):
         a, rows = run.arrays, s["rows"]
         x = a["eval_step"][rows[0]]
-        _band(ax_eval, x, a["eval_loss"][rows], i, s["label"], marker="o")
-        loss = a["train_loss"][rows]
+        _band(ax_eval, x, clip(a["eval_loss"][rows]), i, s["label"], marker="o")
+        loss = clip(a["train_loss"][rows])
         steps = np.arange(loss.shape[1])
         window = max(1, loss.shape[1] // 100)
         med = _nan_stat(np.nanmedian, loss.astype(np.float64))
@@ -107,6 +111,7 @@ def _learning(found, title, base, formats) -> list[Path]:
                 label="baseline (learned nothing)" if not j else None,
             )
         ax.set_yscale("log")
+        ax.set_ylim(top=cap * 1.5)
         ax.set_xlabel("training step", fontsize=plots.LABEL_SIZE)
         ax.grid(alpha=0.3)
     fraction = found[0][0].runs[0].get("solved_threshold")
