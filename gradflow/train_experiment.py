@@ -109,10 +109,13 @@ def plan(cfg: cfgmod.Config) -> list[dict]:
 def _make_model(group: dict, task):
     readout = readout_for(group["train"], task.name)
     bidirectional = group["cell"] == "bidirectional"
+    dropout = group["cell"] == "stacked" and (group["static"].get("dropout") or 0.0) > 0.0
 
     def make(dynamic: dict) -> training.Model:
         cell = cells.get(group["cell"], **group["static"], **dynamic)
-        return training.Model(cell, task.output_size, readout=readout, bidirectional=bidirectional)
+        return training.Model(
+            cell, task.output_size, readout=readout, bidirectional=bidirectional, dropout=dropout
+        )
 
     return make
 

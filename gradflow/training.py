@@ -33,7 +33,7 @@ from flax import serialization
 
 from gradflow._cell import Cell
 from gradflow._flow import gradient_flow
-from gradflow.cells._combinators import bidirectional_xs, bidirectional_ys
+from gradflow.cells._combinators import bidirectional_xs, bidirectional_ys, dropout_inputs
 from gradflow.tasks import Task
 
 PyTree = Any
@@ -94,6 +94,8 @@ class Model(NamedTuple):
       steps output 0, so use it with tasks scored at the last step only).
     * ``bidirectional``: the cell is ``cells.bidirectional(...)``: inputs are paired with their time
       reversal and both directions' outputs are aligned in time before the readout.
+    * ``dropout``: the cell is ``cells.stacked(..., dropout=p)``: training steps pair the inputs with
+      per-step dropout keys (``cells.dropout_inputs``); evaluation runs without dropout.
 
     Params: ``{'cell': ..., 'readout': {'w': [Y, O], 'b': [O]}}`` (``Y``: the width of ``y``).
 
@@ -108,6 +110,7 @@ class Model(NamedTuple):
     output_size: int
     readout: str = "every"
     bidirectional: bool = False
+    dropout: bool = False
 
     def init(self, key: jax.Array, input_size: int) -> dict:
         """Params of the cell (``cell.init``) and of the readout (``N(0, 1/Y)`` weights, zero bias)."""
@@ -122,8 +125,11 @@ class Model(NamedTuple):
         w = jax.random.normal(k_out, (width, self.output_size), dtype) / math.sqrt(width)
         return {"cell": cell_params, "readout": {"w": w, "b": jnp.zeros((self.output_size,), dtype)}}
 
-    def inputs(self, xs: jax.Array):
-        """What the scan reads: ``xs [T, B, I]``, paired with its reversal when bidirectional."""
+    def inputs(self, xs: jax.Array, key: jax.Array | None = None):
+        """What the scan reads: ``xs [T, B, I]``, paired with its reversal when bidirectional, with
+        per-step dropout keys when ``dropout`` and a ``key`` is given (training)."""
+        if self.dropout and key is not None:
+            xs = dropout_inputs(xs, key)
         return bidirectional_xs(xs) if self.bidirectional else xs
 
     def outputs(self, readout: dict, ys) -> jax.Array:
@@ -288,7 +294,8 @@ class TrainResult(NamedTuple):
     * ``train_loss``, ``grad_norm`` (global norm before clipping), ``clipped`` (bool): ``[R, steps]``;
       NaN / False after a run stopped (solved with early stop, or diverged).
     * ``eval_step: [E]``: the steps 0, K, 2K, ... where the held-out set was scored (before that step's
-      update), ``eval_loss``, ``eval_accuracy`` (NaN for regression): ``[R, E]``.
+      update), ``eval_loss``, ``eval_accuracy`` (NaN for regression): ``[R, E]``. Once every run has
+      stopped the loop ends; the params no longer change, so the last evaluation is carried forward.
     * ``flow_log10: {carry part: [R, E, T+1]}``, ``flow_total_log10: [R, E, T+1]``: log10
       ``||dL/dh_t||`` of the training loss at step ``eval_step[e]``; ``flow_rate``, ``flow_half_life``,
       ``flow_r2: [R, E]``: its decay fit (ln per step).
@@ -365,7 +372,7 @@ class _Group:
         minus = jnp.array(-1, jnp.int32)
         return TrainState(params, opt_state, jnp.array(True), minus, minus)
 
-    def _loss_and_flow(self, model: Model, params, batch):
+    def _loss_and_flow(self, model: Model, params, batch, key=None):
         carry0 = model.cell.initial_carry(batch.xs.shape[1])
 
         def loss_fn(ys, carry, readout):
@@ -376,7 +383,7 @@ class _Group:
             model.cell.step,
             params["cell"],
             carry0,
-            model.inputs(batch.xs),
+            model.inputs(batch.xs, key),
             loss_fn,
             loss_params=params["readout"],
             step_shares=False,
@@ -391,8 +398,9 @@ class _Group:
 
         def body(st: TrainState, i):
             step = start + i
-            batch = self.task.sample(jax.random.fold_in(k_data, step), self.s.batch)
-            res = self._loss_and_flow(model, st.params, batch)
+            k_step = jax.random.fold_in(k_data, step)
+            batch = self.task.sample(k_step, self.s.batch)
+            res = self._loss_and_flow(model, st.params, batch, jax.random.fold_in(k_step, 1))
             grads = {"cell": res.grads[0], "readout": res.grads[1]}
             g_norm = optax.tree.norm(grads)
             finite = jnp.isfinite(res.loss) & jnp.isfinite(g_norm)
@@ -574,6 +582,10 @@ def train_runs(
             raise KeyboardInterrupt(f"stopped at step {step}")
 
     state = jax.device_get(state)
+    # a stopped run's params no longer change and the held-out set is fixed: its later evaluations
+    # would repeat the last one exactly, so the last one is carried forward (not recomputed)
+    for key in [k for k in hist if k in ("eval_loss", "eval_accuracy") or k.startswith("gates/")]:
+        hist[key] = _carry_forward(hist[key], last=e)
     times = hist.pop("chunk_times")
     flow_log10 = {p: hist.pop(f"flow_log10/{p}") for p in parts}
     gate_stats = {k.split("/", 1)[1]: hist.pop(k) for k in sorted(hist) if k.startswith("gates/")}
@@ -597,6 +609,13 @@ def train_runs(
         params=state.params,
         **hist,
     )
+
+
+def _carry_forward(values: np.ndarray, last: int) -> np.ndarray:
+    """``values [R, E]``: entries after column ``last`` (not evaluated) take column ``last``'s value."""
+    out = values.copy()
+    out[:, last + 1 :] = out[:, last : last + 1]
+    return out
 
 
 def _save_checkpoint(path: Path, step: int, state: TrainState, hist: dict) -> None:

@@ -101,6 +101,32 @@ def test_one_sgd_step_matches_jax_grad(clip):
     assert norm > 0.01  # the clipped case really clips
 
 
+def test_stacked_dropout_step_matches_jax_grad_with_the_same_masks():
+    """Training pairs the inputs with per-step dropout keys (upward edges only); evaluation has none."""
+    task = tasks.get("adding", steps=6, dtype="float64")
+    cell = cells.get("stacked", hidden_size=8, cell="lstm", num_layers=2, dropout=0.5,
+                     cell_options={"dtype": "float64"})  # fmt: skip
+    model = Model(cell, 1, readout="last", dropout=True)
+    res = train(model, task, seeds=[0], steps=1, batch=8, optimizer="sgd", learning_rate=0.5, eval_every=1,
+                eval_batch=8)  # fmt: skip
+    params = model.init(jax.random.fold_in(jax.random.key(0), 0), task.input_size)
+    k_step = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 1), 0)
+    batch = task.sample(k_step, 8)
+    xs = cells.dropout_inputs(batch.xs, jax.random.fold_in(k_step, 1))
+
+    def loss(p):
+        _, ys = gradflow.unroll(cell, p["cell"], cell.initial_carry(8), xs)
+        return task.loss(model.outputs(p["readout"], ys), batch)
+
+    g = jax.grad(loss)(params)
+    want = jax.tree_util.tree_map(lambda p, g: p - 0.5 * g, params, g)
+    got = jax.tree_util.tree_map(lambda a: a[0], res.params)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    no_drop = jax.grad(lambda p: task.loss(model.apply(p, batch.xs), batch))(params)
+    assert not np.allclose(no_drop["readout"]["w"], g["readout"]["w"])  # the masks did something
+
+
 def test_schedule_multiplies_the_learning_rate():
     settings = Settings(steps=10, eval_every=10, optimizer="sgd", schedule="linear",
                         schedule_options={"end_value": 0.0, "transition_steps": 4})  # fmt: skip
