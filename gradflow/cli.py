@@ -100,6 +100,30 @@ def _cmd_list(args) -> int:
     for name in LOSSES:
         table.add_row(f"loss {name}", LOSS_HELP.get(name, ""))
     console.print(table)
+    from gradflow import tasks, training
+
+    table = Table(
+        title="tasks (`task: {name, options}`: a training config) and their learned-nothing baseline"
+    )
+    table.add_column("task", style="bold")
+    table.add_column("options (default)")
+    table.add_column("baseline (at the defaults)")
+    for name in tasks.names():
+        opts = tasks.options(name)
+        shown = ", ".join(f"{k}={v!r}" if v is not None else f"{k} (required)" for k, v in opts.items())
+        if name == "npz":
+            base = "from the data: class entropy or target variance"
+        else:
+            task = tasks.get(name)
+            base = f"{task.baseline:.4g} ({task.baseline_note})"
+        table.add_row(name, shown, base)
+    console.print(table)
+    console.print(
+        "optimizers (`train.optimizer`, optax): "
+        + ", ".join(training.OPTIMIZERS)
+        + "\nschedules (`train.schedule`, values multiply train.learning_rate): "
+        + ", ".join(training.SCHEDULES)
+    )
     table = Table(title="shipped configs: gradflow run PATH [--quick]")
     table.add_column("config", style="bold")
     table.add_column("runtime")

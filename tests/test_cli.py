@@ -25,6 +25,8 @@ def test_help_and_list(capsys):
     for name in cells.names():
         assert name in out
     assert "forget_bias=1.0" in out and "recurrent_init='orthogonal'" in out
+    for name in ("adding", "copy", "temporal_order", "lookahead", "npz", "adam", "sgd", "cosine_decay"):
+        assert name in out
 
 
 def test_measure_json_matches_the_library(capsys):
