@@ -183,29 +183,6 @@ class Settings:
         if not 0.0 < self.solved_fraction <= 1.0:
             raise ValueError(f"solved_fraction must be in (0, 1], got {self.solved_fraction!r}")
 
-    def key(self) -> tuple:
-        """Hashable identity (for caching the compiled step)."""
-        return (
-            self.steps,
-            self.batch,
-            self.optimizer,
-            tuple(sorted(self.optimizer_options.items())),
-            self.schedule,
-            _freeze(self.schedule_options),
-            self.eval_every,
-            self.eval_batch,
-            self.solved_fraction,
-            self.early_stop,
-        )
-
-
-def _freeze(value):
-    if isinstance(value, Mapping):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    return value
-
 
 def check_optimizer(name: str, options: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the unknown optimizer or option (and the choices)."""
