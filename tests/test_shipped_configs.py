@@ -12,7 +12,18 @@ from gradflow.cli import _header, main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-REQUIRED = {"compare_cells", "rnn_init_sweep", "phase_diagram", "lstm_forget_bias", "depth_residual_vs_plain"}
+REQUIRED = {
+    "compare_cells",
+    "rnn_init_sweep",
+    "phase_diagram",
+    "lstm_forget_bias",
+    "depth_residual_vs_plain",
+    "adding",
+    "clipping",
+    "copy",
+    "bidirectional",
+    "lstm_variants",
+}
 
 
 def _run(name, tmp_path, *extra):
@@ -181,3 +192,34 @@ def test_clipping_tames_the_exploding_set_up(tmp_path):
             assert run["solved"] and not run["diverged"], run
             assert 0 < run["clipped_fraction"] <= 1
     assert any(r["diverged"] for r in summary["runs"] if r["clip"] is None)
+
+
+@pytest.mark.slow
+def test_copy_gated_cells_beat_the_memoryless_baseline(tmp_path):
+    _out, summary, _arrays = _run("copy", tmp_path)
+    runs = _by_label(summary)
+    assert runs["GRU"][0]["final_ratio"] < 0.3 and runs["LSTM"][0]["final_ratio"] < 0.6
+    assert runs["tanh RNN"][0]["final_ratio"] > 0.8 and not runs["tanh RNN"][0]["solved"]
+    assert summary["runs"][0]["baseline"] == pytest.approx(5 * np.log(8) / 30)  # length 5, lag 10 + 20
+
+
+@pytest.mark.slow
+def test_bidirectional_uses_the_future(tmp_path):
+    _out, summary, _arrays = _run("bidirectional", tmp_path)
+    runs = _by_label(summary)
+    assert runs["LSTM"][0]["final_ratio"] > 0.9  # a causal model cannot see the target
+    assert runs["bidirectional LSTM"][0]["final_ratio"] < 0.3
+    assert summary["runs"][0]["baseline"] == pytest.approx(np.log(8))
+
+
+@pytest.mark.slow
+def test_lstm_variants_without_input_gate_cannot_add(tmp_path):
+    _out, summary, _arrays = _run("lstm_variants", tmp_path)
+    runs = _by_label(summary)
+    assert set(runs) == {"vanilla", "NIG", "NFG", "NOAF"} and summary["compiles"] == 4
+    assert runs["vanilla"][0]["solved"]
+    assert not runs["NIG"][0]["solved"] and runs["NIG"][0]["final_ratio"] > 0.8
+    count = {label: rs[0]["param_count"] for label, rs in runs.items()}
+    H, I = 32, 2
+    assert count["vanilla"] == count["NOAF"] == 4 * (I * H + H * H + H) + H + 1
+    assert count["NIG"] == count["NFG"] == 3 * (I * H + H * H + H) + H + 1  # one gate fewer
