@@ -200,7 +200,8 @@ def test_copy_gated_cells_beat_the_memoryless_baseline(tmp_path):
     runs = _by_label(summary)
     assert runs["GRU"][0]["final_ratio"] < 0.3 and runs["LSTM"][0]["final_ratio"] < 0.6
     assert runs["tanh RNN"][0]["final_ratio"] > 0.8 and not runs["tanh RNN"][0]["solved"]
-    assert summary["runs"][0]["baseline"] == pytest.approx(5 * np.log(8) / 30)  # length 5, lag 10 + 20
+    # 5 symbols of 8 recalled over T = lag + 2 x length = 20 steps
+    assert summary["runs"][0]["baseline"] == pytest.approx(5 * np.log(8) / 20)
 
 
 @pytest.mark.slow
