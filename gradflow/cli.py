@@ -235,6 +235,8 @@ def _cmd_run(args) -> int:
             )
             return 130
     console = Console()
+    if not console.is_terminal:  # a log file or a pipe: wide enough that the table does not wrap
+        console = Console(width=120)
     if summary.get("kind") == "train":
         console.print(_train_table(summary, out))
     else:
