@@ -378,7 +378,9 @@ def from_npz(path, *, dtype="float32") -> Task:
     * ``mask [N, T]`` bool, optional (default: every step counts).
 
     ``sample(key, B)`` draws ``B`` sequences uniformly with replacement and returns them time-major
-    (``xs [T, B, I]``). Baseline: the best constant prediction over the masked steps of the whole file:
+    (``xs [T, B, I]``). There is no held-out split: training's held-out batch is drawn from the same
+    sequences (split the file yourself for a true test set). Baseline: the best constant prediction
+    over the masked steps of the whole file:
     the per-output mean (MSE = their variance) or the class frequencies (cross-entropy = their entropy).
     Bad files raise a one-line ``ValueError`` naming the file, the array, what was found and expected.
 
