@@ -454,7 +454,7 @@ class _StopBetweenGroups:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        sys.stderr.write("gradflow: stopping after the current group or training chunk (signal again to stop now)\n")
+        sys.stderr.write("gradflow: stopping after this group or training chunk (signal again to stop now)\n")
 
     def check(self) -> None:
         if self.requested:
