@@ -1,0 +1,225 @@
+"""The slide claims (issue 6, work in progress): each quoted with its deck and slide.
+
+Deck ``A``: ``000_b7f59c8cfd946d2a.txt`` ("Long Short-Term Memory (LSTM)", 32 slides).
+Deck ``B``: ``002_1648299e03ab4592.txt`` (Faraz & Abbasi, "Long Short Term Memory (LSTM)").
+Each claim names its experiment module in ``experiments/`` (``run``, ``verdict``, ``CRITERIA``);
+verdicts are ``reproduced``, ``reproduced under conditions`` or ``not reproduced`` and always come
+from the measured numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VERDICTS = ("reproduced", "reproduced under conditions", "not reproduced")
+
+
+@dataclass(frozen=True)
+class Quote:
+    deck: str  # "A" or "B"
+    slide: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One slide claim: what the slides say, what is measured and against which criterion."""
+
+    id: str
+    title: str
+    quotes: tuple[Quote, ...]
+    measured: str
+    criterion: str
+    experiment: str  # module name in experiments/
+
+
+CLAIMS = (
+    Claim(
+        "C1",
+        "errors multiply per step",
+        (
+            Quote(
+                "A",
+                5,
+                "Backpropagated errors multiply at each layer, resulting in exponential decay "
+                "(if Gradients < 1) growth (if Gradients > 1)",
+            ),
+        ),  # fmt: skip
+        "fitted ln-rate of ||dL/dh_t|| per step vs ln rho (linear RNN, W = rho Q) and vs mean-field "
+        "theory (tanh RNN sigma_w sweep); R^2 of the exponential fit",
+        "linear: |rate - ln rho| < 1e-3 for every rho; tanh: sign(rate) = sign(theory), |diff| < 0.05, R^2 > 0.95",
+        "c01_errors_multiply",
+    ),
+    Claim(
+        "C2",
+        "the BPTT gradient is a product of Jacobians with tanh' in (0, 1]",
+        (Quote("B", 10, "dE3/dw = sum_k dE3/dy3 dy3/ds3 (prod_j ds_j/ds_{j-1}) ds_k/dw, tanh' in (0, 1]"),),
+        "explicit product of local Jacobians vs autodiff; ||J_t|| vs the Pascanu bound ||W|| gamma",
+        "relative difference < 1e-6 (float64); bound never exceeded",
+        "c02_bptt_product",
+    ),
+    Claim(
+        "C3",
+        "vanilla RNNs cannot learn long-distance dependencies, LSTM/GRU can",
+        (
+            Quote(
+                "A",
+                4,
+                "It is very difficult to train RNNs like Vanilla (with tanh/sigmoid activation) to "
+                "retain information over many time steps",
+            ),  # fmt: skip
+            Quote(
+                "B",
+                4,
+                "RNN is unable to learn to connect the information in large gap. LSTM don't have "
+                "large gap problem.",
+            ),  # fmt: skip
+        ),
+        "adding problem over T: held-out MSE / baseline and solved per cell and seed",
+        "LSTM and GRU solved on every seed, tanh RNN never below 0.5 x baseline",
+        "c03_long_dependencies",
+    ),
+    Claim(
+        "C4",
+        "exploding gradients make training unstable; clipping fixes it",
+        (Quote("B", 11, "Exploding Gradient: Increasing weights, Large errors, Unstability in the network"),),
+        "IRNN + SGD momentum on adding T=20 with and without clip_by_global_norm(1.0)",
+        "unclipped: diverged or spiking and unsolved on every seed; clipped: solved on every seed",
+        "c04_clipping",
+    ),
+    Claim(
+        "C5",
+        "non-saturating activations (ReLU) help",
+        (
+            Quote(
+                "A",
+                7,
+                "Use different activation functions that are not bounded: Recent works largely use "
+                "ReLU or their variants. No saturation, easy to optimize",
+            ),
+        ),  # fmt: skip
+        "gradient rate of ReLU (IRNN) vs tanh RNN at init; fraction of dead units; adding results",
+        "IRNN rate closer to 0 than tanh; report dead units and the adding result",
+        "c05_relu",
+    ),
+    Claim(
+        "C6",
+        "residual shortcuts preserve gradient flow through depth",
+        (
+            Quote("A", 8, "Can preserve gradient flow throughout the entire depth of the network"),
+            Quote("A", 8, "Possible to train more than 100 layers by simply stacking residual blocks"),
+        ),
+        "||dL/dx_l|| per layer, residual vs plain, L in {10, 50, 100, 200}, with and without normalization; "
+        "a 100+ layer residual MLP vs plain on a small task",
+        "residual: input-gradient within 10x of the output-gradient at L = 200; plain below 1e-10",
+        "c06_residual",
+    ),
+    Claim(
+        "C7",
+        "the LSTM cell state carries the gradient",
+        (
+            Quote(
+                "A",
+                14,
+                "The key to LSTMs is the cell state ... It runs straight down the entire chain, "
+                "with only some minor linear interactions",
+            ),  # fmt: skip
+            Quote("B", 15, "Cell state: Like a conveyor belt. It runs straight down the entire chain"),
+        ),
+        "c-path vs h-path gradient rates against the forget bias, at init and after training",
+        "c-path rate > h-path rate; the c-path keeps the gradient only with forget bias >= 1 or after training",
+        "c07_cell_state",
+    ),
+    Claim(
+        "C8",
+        "gates regulate the flow",
+        (
+            Quote("A", 15, "Gates control the flow of information to/from the memory"),
+            Quote(
+                "A",
+                32,
+                "By adding \u201cgates\u201d to an RNN, we can prevent the vanishing/exploding "
+                "gradient problem.",
+            ),  # fmt: skip
+        ),
+        "no forget / input / output gate ablations: gradient rate at init and adding results",
+        "removing a gate changes the gradient rate or the task result",
+        "c08_gates",
+    ),
+    Claim(
+        "C9",
+        "GRU has fewer parameters and trains faster",
+        (Quote("A", 31, "GRU has significantly fewer parameters and trains faster"),),
+        "parameter counts (exact), time per train step, steps to solve the adding problem",
+        "params: GRU = 3/4 of LSTM weights; faster: reported as found (time per step and steps to solve)",
+        "c09_gru",
+    ),
+    Claim(
+        "C10",
+        "LSTM variants perform about the same",
+        (Quote("B", 26, "LSTM Variations Comparison: They're all about the same in performance"),),
+        "solve step and final loss over 5 seeds per Greff et al. variant",
+        "every variant solves within 2x of vanilla's median solve step",
+        "c10_variants",
+    ),
+    Claim(
+        "C11",
+        "deep (stacked) LSTMs; dropout only on non-recurrent edges",
+        (Quote("A", 28, "Dropout usually applied only to non-recurrent edges, including between layers"),),
+        "stacked LSTM on a task with dropout on upward edges vs on the recurrent edge",
+        "upward-edge dropout trains at least as well as recurrent-edge dropout",
+        "c11_stacked",
+    ),
+    Claim(
+        "C12",
+        "bidirectional LSTMs use future context",
+        (Quote("A", 29, "Bidirectional RNNs can better exploit context in both directions"),),
+        "lookahead task: unidirectional vs bidirectional LSTM",
+        "bidirectional solved, unidirectional at the baseline",
+        "c12_bidirectional",
+    ),
+    Claim(
+        "C13",
+        "trained LSTMs/GRUs retain state longer",
+        (
+            Quote(
+                "A",
+                32,
+                "Trained LSTMs/GRUs can retain state information longer and handle long-distance "
+                "dependencies.",
+            ),
+        ),  # fmt: skip
+        "gradient half-life and top Lyapunov exponent before vs after training on the adding problem",
+        "half-life longer and top exponent closer to 0 after training",
+        "c13_retention",
+    ),
+    Claim(
+        "C14",
+        "the slides' architectures: encoder-decoder and CNN-LSTM",
+        (
+            Quote(
+                "A",
+                25,
+                'Encoder/Decoder framework maps one sequence to a "deep vector" then another LSTM '
+                "maps this vector to an output sequence.",
+            ),  # fmt: skip
+            Quote(
+                "B",
+                27,
+                "CNN-LSTM: an LSTM architecture specifically designed for sequence prediction "
+                "problems with spatial inputs, like images or videos.",
+            ),  # fmt: skip
+        ),
+        "gradient from the decoder loss to each encoder step (source reversed or not); CNN-LSTM per-frame flow",
+        "reported as measured (reversal shortens the first-word path)",
+        "c14_architectures",
+    ),
+)
+
+
+def get(claim_id: str) -> Claim:
+    """The claim ``claim_id`` ('C1'...'C14'); ValueError lists the ids."""
+    for claim in CLAIMS:
+        if claim.id == claim_id:
+            return claim
+    raise ValueError(f"unknown claim {claim_id!r}; choose from {[c.id for c in CLAIMS]}")
