@@ -44,10 +44,11 @@ CLAIMS = (
                 "Backpropagated errors multiply at each layer, resulting in exponential decay "
                 "(if Gradients < 1) growth (if Gradients > 1)",
             ),
-        ),  # fmt: skip
+        ),
         "fitted ln-rate of ||dL/dh_t|| per step vs ln rho (linear RNN, W = rho Q) and vs mean-field "
         "theory (tanh RNN sigma_w sweep); R^2 of the exponential fit",
-        "linear: |rate - ln rho| < 1e-3 for every rho; tanh: sign(rate) = sign(theory), |diff| < 0.05, R^2 > 0.95",
+        "linear: |rate - ln rho| < 1e-3 for every rho; "
+        "tanh: sign(rate) = sign(theory), |diff| < 0.05, R^2 > 0.95",
         "c01_errors_multiply",
     ),
     Claim(
@@ -67,13 +68,13 @@ CLAIMS = (
                 4,
                 "It is very difficult to train RNNs like Vanilla (with tanh/sigmoid activation) to "
                 "retain information over many time steps",
-            ),  # fmt: skip
+            ),
             Quote(
                 "B",
                 4,
                 "RNN is unable to learn to connect the information in large gap. LSTM don't have "
                 "large gap problem.",
-            ),  # fmt: skip
+            ),
         ),
         "adding problem over T: held-out MSE / baseline and solved per cell and seed",
         "LSTM and GRU solved on every seed, tanh RNN never below 0.5 x baseline",
@@ -97,7 +98,7 @@ CLAIMS = (
                 "Use different activation functions that are not bounded: Recent works largely use "
                 "ReLU or their variants. No saturation, easy to optimize",
             ),
-        ),  # fmt: skip
+        ),
         "gradient rate of ReLU (IRNN) vs tanh RNN at init; fraction of dead units; adding results",
         "IRNN rate closer to 0 than tanh; report dead units and the adding result",
         "c05_relu",
@@ -123,11 +124,12 @@ CLAIMS = (
                 14,
                 "The key to LSTMs is the cell state ... It runs straight down the entire chain, "
                 "with only some minor linear interactions",
-            ),  # fmt: skip
+            ),
             Quote("B", 15, "Cell state: Like a conveyor belt. It runs straight down the entire chain"),
         ),
         "c-path vs h-path gradient rates against the forget bias, at init and after training",
-        "c-path rate > h-path rate; the c-path keeps the gradient only with forget bias >= 1 or after training",
+        "c-path rate > h-path rate; the c-path keeps the gradient only with forget bias >= 1 "
+        "or after training",
         "c07_cell_state",
     ),
     Claim(
@@ -140,7 +142,7 @@ CLAIMS = (
                 32,
                 "By adding \u201cgates\u201d to an RNN, we can prevent the vanishing/exploding "
                 "gradient problem.",
-            ),  # fmt: skip
+            ),
         ),
         "no forget / input / output gate ablations: gradient rate at init and adding results",
         "removing a gate changes the gradient rate or the task result",
@@ -188,7 +190,7 @@ CLAIMS = (
                 "Trained LSTMs/GRUs can retain state information longer and handle long-distance "
                 "dependencies.",
             ),
-        ),  # fmt: skip
+        ),
         "gradient half-life and top Lyapunov exponent before vs after training on the adding problem",
         "half-life longer and top exponent closer to 0 after training",
         "c13_retention",
@@ -202,15 +204,16 @@ CLAIMS = (
                 25,
                 'Encoder/Decoder framework maps one sequence to a "deep vector" then another LSTM '
                 "maps this vector to an output sequence.",
-            ),  # fmt: skip
+            ),
             Quote(
                 "B",
                 27,
                 "CNN-LSTM: an LSTM architecture specifically designed for sequence prediction "
                 "problems with spatial inputs, like images or videos.",
-            ),  # fmt: skip
+            ),
         ),
-        "gradient from the decoder loss to each encoder step (source reversed or not); CNN-LSTM per-frame flow",
+        "gradient from the decoder loss to each encoder step (source reversed or not); "
+        "CNN-LSTM per-frame flow",
         "reported as measured (reversal shortens the first-word path)",
         "c14_architectures",
     ),
