@@ -226,3 +226,126 @@ def get(claim_id: str) -> Claim:
         if claim.id == claim_id:
             return claim
     raise ValueError(f"unknown claim {claim_id!r}; choose from {[c.id for c in CLAIMS]}")
+
+
+# ------------------------------------------------------------------------------------- running claims
+@dataclass
+class Result:
+    """A claim's outcome: verdict, one-line measured text, the numbers, the criteria used, the figure."""
+
+    id: str
+    verdict: str
+    measured: str
+    numbers: dict
+    criteria: dict
+    figure: str | None
+    seconds: float
+    runs: list
+
+
+def experiments_dir():
+    """``./experiments`` if present, else the source checkout's ``experiments/``."""
+    from pathlib import Path
+
+    import gradflow
+
+    for folder in (Path("experiments"), Path(gradflow.__file__).resolve().parents[1] / "experiments"):
+        if folder.is_dir():
+            return folder
+    raise FileNotFoundError("no experiments/ folder: run gradflow claims from the gradflow checkout")
+
+
+def load_experiment(name: str):
+    """Import ``experiments/<name>.py`` (by path: experiments/ is not a package)."""
+    import importlib.util
+
+    path = experiments_dir() / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the experiment of this claim is missing")
+    spec = importlib.util.spec_from_file_location(f"gradflow_experiments.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_claim(claim: Claim, out, *, quick: bool = False, criteria: dict | None = None) -> Result:
+    """Run ``claim``'s experiment into ``out/<id>/`` and judge it (``criteria`` override its defaults)."""
+    import time
+    from pathlib import Path
+
+    module = load_experiment(claim.experiment)
+    folder = Path(out) / claim.id
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    numbers = module.run(folder, quick)
+    used = {**module.CRITERIA, **(criteria or {})}
+    verdict, measured = module.verdict(numbers, used)
+    if verdict not in VERDICTS:
+        raise ValueError(f"{claim.experiment}.verdict returned {verdict!r}; expected one of {VERDICTS}")
+    figure = numbers.pop("figure", None)
+    runs = numbers.pop("runs", [])
+    return Result(claim.id, verdict, measured, numbers, used, figure, time.perf_counter() - t0, runs)
+
+
+def write_report(results: list[Result], out) -> list:
+    """``report.md`` (table, then a section per claim), ``claims.json`` and ``report.html`` in ``out``."""
+    import html
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    by_id = {c.id: c for c in CLAIMS}
+    rel = lambda p: None if p is None else Path(p).resolve().relative_to(out.resolve()).as_posix()  # noqa: E731
+    lines = [
+        "# Slide claims, measured",
+        "",
+        "| claim | slide | measured | criterion | verdict | figure |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        c = by_id[r.id]
+        slides = ", ".join(f"{q.deck}{q.slide}" for q in c.quotes)
+        fig = f"[{rel(r.figure)}]({rel(r.figure)})" if r.figure else "-"
+        lines.append(
+            f"| {c.id} {c.title} | {slides} | {r.measured} | {c.criterion} | **{r.verdict}** | {fig} |"
+        )
+    for r in results:
+        c = by_id[r.id]
+        lines += ["", f"## {c.id}: {c.title}", ""]
+        lines += [f"> {q.text} (deck {q.deck}, slide {q.slide})" for q in c.quotes]
+        lines += ["", f"- measured: {c.measured}", f"- criterion: {c.criterion} (thresholds: {r.criteria})"]
+        lines += [f"- result: {r.measured}", f"- verdict: **{r.verdict}** ({r.seconds:.0f} s)"]
+        if r.figure:
+            lines += ["", f"![{c.id}]({rel(r.figure)})"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    payload = [
+        {
+            "id": r.id,
+            "title": by_id[r.id].title,
+            "slides": [{"deck": q.deck, "slide": q.slide, "text": q.text} for q in by_id[r.id].quotes],
+            "verdict": r.verdict,
+            "measured": r.measured,
+            "criterion": by_id[r.id].criterion,
+            "criteria": r.criteria,
+            "numbers": r.numbers,
+            "figure": rel(r.figure),
+            "seconds": r.seconds,
+        }
+        for r in results
+    ]
+    (out / "claims.json").write_text(json.dumps(payload, indent=2, default=float))
+    body = ["<h1>Slide claims, measured</h1>"]
+    for r in results:
+        c = by_id[r.id]
+        body.append(f"<h2>{html.escape(c.id)}: {html.escape(c.title)} &mdash; {html.escape(r.verdict)}</h2>")
+        body += [
+            f"<blockquote>{html.escape(q.text)} (deck {q.deck}, slide {q.slide})</blockquote>"
+            for q in c.quotes
+        ]
+        body.append(f"<p>{html.escape(r.measured)}</p><p><i>criterion:</i> {html.escape(c.criterion)}</p>")
+        if r.figure:
+            body.append(f'<img src="{html.escape(rel(r.figure))}" style="max-width:100%">')
+    (out / "report.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>gradflow claims</title>\n" + "\n".join(body)
+    )
+    return [out / "report.md", out / "claims.json", out / "report.html"]
