@@ -34,3 +34,12 @@ def test_c1_verdict_is_measured_and_flips_when_tightened(tmp_path):
     payload = json.loads((tmp_path / "claims.json").read_text())
     assert payload[0]["numbers"]["tanh"][0]["rate"] == result.numbers["tanh"][0]["rate"]
     assert (tmp_path / payload[0]["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_c2_product_equals_autodiff_and_the_bound_holds(tmp_path):
+    result = claims.run_claim(claims.get("C2"), tmp_path, quick=True)  # conftest: float64 available
+    assert result.verdict == "reproduced"
+    assert max(r["product_vs_autodiff"] for r in result.numbers["runs_by_sigma_w"]) < 1e-10
+    worst = max(r["product_vs_autodiff"] for r in result.numbers["runs_by_sigma_w"])
+    flipped = claims.run_claim(claims.get("C2"), tmp_path, quick=True, criteria={"product_rtol": worst / 10})
+    assert flipped.verdict == "not reproduced"
