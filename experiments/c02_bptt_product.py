@@ -58,8 +58,12 @@ def run(out: Path, quick: bool) -> dict:
     fig, ax = plots.figure(1, 1, size=(6.4, 4.0))
     for i, (sw, (norms, bound)) in enumerate(series.items()):
         st = plots.style(i)
-        ax.plot(np.median(norms, axis=1), color=st["color"], linestyle=st["linestyle"],
-                label=f"sigma_w={sw}: median ||J_t||")  # fmt: skip
+        ax.plot(
+            np.median(norms, axis=1),
+            color=st["color"],
+            linestyle=st["linestyle"],
+            label=f"sigma_w={sw}: median ||J_t||",
+        )
         ax.axhline(
             bound, color=st["color"], linestyle="--", linewidth=1, label=f"bound ||W|| gamma = {bound:.2f}"
         )

@@ -258,8 +258,12 @@ def experiments_dir():
 def load_experiment(name: str):
     """Import ``experiments/<name>.py`` (by path: experiments/ is not a package)."""
     import importlib.util
+    import sys
 
-    path = experiments_dir() / f"{name}.py"
+    folder = experiments_dir()
+    if str(folder) not in sys.path:  # the experiments share helpers (_runs.py)
+        sys.path.insert(0, str(folder))
+    path = folder / f"{name}.py"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the experiment of this claim is missing")
     spec = importlib.util.spec_from_file_location(f"gradflow_experiments.{name}", path)
