@@ -51,7 +51,8 @@ def verdict(numbers: dict, criteria: dict):
     t = numbers["totals"]
     measured = (
         f"GRU/LSTM weights {numbers['weights_ratio']:.4f} "
-        f"(m={t['m']}, n={t['n']}: {t['gru']:,} vs {t['lstm']:,} params); time per step GRU/LSTM {time_ratio:.2f}; steps to solve GRU/LSTM {step_ratio:.2f}"
+        f"(m={t['m']}, n={t['n']}: {t['gru']:,} vs {t['lstm']:,} params); "
+        f"time per step GRU/LSTM {time_ratio:.2f}; steps to solve GRU/LSTM {step_ratio:.2f}"
     )
     if fewer and time_ratio < 1 and step_ratio < 1:
         return "reproduced", measured
