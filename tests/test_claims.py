@@ -43,3 +43,21 @@ def test_c2_product_equals_autodiff_and_the_bound_holds(tmp_path):
     worst = max(r["product_vs_autodiff"] for r in result.numbers["runs_by_sigma_w"])
     flipped = claims.run_claim(claims.get("C2"), tmp_path, quick=True, criteria={"product_rtol": worst / 10})
     assert flipped.verdict == "not reproduced"
+
+
+def test_claims_cli_writes_the_report(tmp_path, capsys):
+    from gradflow.cli import main
+
+    out = tmp_path / "report"
+    assert main(["claims", "--only", "C1,C2", "--quick", "-o", str(out)]) == 0
+    payload = json.loads((out / "claims.json").read_text())
+    assert [c["id"] for c in payload] == ["C1", "C2"]
+    assert all(c["verdict"] in claims.VERDICTS for c in payload)
+    for c in payload:
+        assert (out / c["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (out / "report.md").read_text()
+    assert "| C1 errors multiply per step | A5 |" in text and "slide 5" in text
+    assert '<img src="C1/c01.png"' in (out / "report.html").read_text()
+    assert main(["claims", "--only", "C1", "--quick", "-o", str(out)]) == 2  # not empty, no --force
+    assert main(["claims", "--only", "C99", "-o", str(tmp_path / "x")]) == 2
+    assert "unknown claim 'C99'" in capsys.readouterr().err
