@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -39,6 +40,37 @@ def atomic_write(path: Path, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """``np.savez`` of ``arrays`` to ``path``, atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write(path, buf.getvalue())
+
+
+def load_parts(out: Path, groups: list[dict]) -> tuple[list, list[dict]]:
+    """The finished groups' ``DIR/.parts/<i>.npz`` as dicts, and all runs in group order."""
+    runs, parts = [], []
+    for g_idx, group in enumerate(groups):
+        with np.load(out / PARTS / f"{g_idx}.npz") as data:
+            parts.append({k: data[k] for k in data.files})
+        runs.extend(group["runs"])
+    return runs, parts
+
+
+def provenance() -> dict:
+    """What made the numbers: package versions, device, git commit (for summary.json)."""
+    return {
+        "versions": {"jax": jax.__version__, "flax": _version("flax"), "gradflow": _version("gradflow")},
+        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
+        "git_commit": _git_commit(),
+    }
+
+
+def json_number(x: float | None) -> float | None:
+    """JSON has no NaN or inf: ``None`` for those (theory that does not apply, a diverged run)."""
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def plan(cfg: cfgmod.Config) -> list[dict]:
@@ -157,10 +189,10 @@ def run_experiment(
             from gradflow import train_experiment
 
             t_start = time.perf_counter()
-            train_experiment.plan(cfg)  # every sweep point is validated before the directory is touched
+            groups = train_experiment.plan(cfg)  # every sweep point is validated before the directory
             resumed = prepare_dir(Path(out), cfgmod.dump_config(cfg), force)
             return train_experiment.run_training(
-                cfg, Path(out), resumed, progress, step_progress, should_stop, t_start, clock
+                cfg, groups, Path(out), resumed, progress, step_progress, should_stop, t_start, clock
             )
         return _run(cfg, Path(out), force, progress, clock)
 
@@ -221,9 +253,7 @@ def _run(cfg, out, force, progress, clock) -> dict:
             arrays[f"log10_norms/{p}"] = res.log10_norms[p]
             for field in ("rate", "half_life", "r2"):
                 arrays[f"{field}/{p}"] = getattr(res, field)[p]
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write(part, buf.getvalue())
+        write_npz(part, arrays)
         if progress:
             progress(g_idx, len(groups), group["label"], skipped=False)
     timing = {
@@ -237,11 +267,7 @@ def _run(cfg, out, force, progress, clock) -> dict:
 
 
 def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
-    runs, parts_data = [], []
-    for g_idx, group in enumerate(groups):
-        with np.load(out / PARTS / f"{g_idx}.npz") as data:
-            parts_data.append({k: data[k] for k in data.files})
-        runs.extend(group["runs"])
+    runs, parts_data = load_parts(out, groups)
     t_max = max(r["steps"] for r in runs)
     n = len(runs)
     parts = sorted({k.split("/", 1)[1] for d in parts_data for k in d if k.startswith("log10_norms/")})
@@ -268,14 +294,12 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
             log10 = data["total_log10_norms"][i]
             fit["log10_first_last_ratio"] = float(log10[0] - log10[-1])
             fit["nonfinite_step"] = int(data["nonfinite_step"][i])
-            fit["theory_rate"] = _or_none(theory.predicted_rate(run["cell"], run["options"]))
+            fit["theory_rate"] = json_number(theory.predicted_rate(run["cell"], run["options"]))
             fits.append(fit)
             row += 1
     for key in [k for k in arrays if "log10_norms" in k]:
         arrays[key.replace("log10_norms", "norms")] = np.power(10.0, arrays[key].astype(np.float64))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write(out / "results.npz", buf.getvalue())
+    write_npz(out / "results.npz", arrays)
     _write_csv(out, runs, arrays, parts)
     runs = [r | {"fit": f} for r, f in zip(runs, fits, strict=True)]
     curves = figures.curves(runs, arrays)
@@ -290,7 +314,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
                 "median_rate": c["rate"],
                 "median_half_life": c["half_life"],
                 "median_log10_first_last_ratio": c["ratio"],
-                "theory_rate": _or_none(c["theory_rate"]),
+                "theory_rate": json_number(c["theory_rate"]),
                 "seeds": c["seeds"],
             }
             for c in curves
@@ -298,9 +322,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
         "figures": [p.name for p in drawn],
         **timing,
         "resumed": resumed,
-        "versions": {"jax": jax.__version__, "flax": _version("flax"), "gradflow": _version("gradflow")},
-        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
-        "git_commit": _git_commit(),
+        **provenance(),
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
@@ -321,11 +343,6 @@ def _write_csv(out: Path, runs, arrays, parts) -> None:
                     [i, run["label"], run["cell"], run["seed"], *point, p, t, T - t, f"{log10[t]:.6g}"]
                 )
     atomic_write(out / "results.csv", buf.getvalue().encode())
-
-
-def _or_none(x: float) -> float | None:
-    """JSON has no NaN: theory that does not apply is ``null``."""
-    return None if x is None or x != x else float(x)
 
 
 def _version(package: str) -> str:

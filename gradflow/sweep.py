@@ -112,7 +112,8 @@ def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_
 
 
 def _over_runs(one):
-    """``f(seeds [R], dynamic [R, K])``: ``vmap`` of ``one`` on accelerators, ``lax.map`` on CPU.
+    """``f(*args)`` over a leading run axis ``[R]`` of every argument's leaves: ``vmap`` of ``one`` on
+    accelerators, ``lax.map`` on CPU (used by the sweep and by training's groups).
 
     On XLA:CPU (jaxlib 0.10.2) the vmapped sweep hung intermittently: the
     completion event of the call never fired, every worker thread idle (about
@@ -122,7 +123,7 @@ def _over_runs(one):
     the vmapped call to float32 rounding.
     """
     if jax.default_backend() == "cpu":
-        return lambda seeds, dynamic: jax.lax.map(lambda run: one(*run), (seeds, dynamic))
+        return lambda *args: jax.lax.map(lambda run: one(*run), args)
     return jax.vmap(one)
 
 

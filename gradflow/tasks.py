@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 from collections.abc import Callable
@@ -34,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradflow.cells._common import dtype_of, positive_int
+from gradflow.cells._common import defaults, dtype_of, positive_int
 
 _NEG = -1e4  # a logit whose probability is exactly 0 after log_softmax, without infinities
 
@@ -441,10 +440,7 @@ def options(name: str) -> dict[str, object]:
     """``{option: default}`` of task ``name`` (``None`` where required, e.g. ``npz``'s ``path``)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; choose from {names()}")
-    return {
-        p.name: (None if p.default is inspect.Parameter.empty else p.default)
-        for p in inspect.signature(_REGISTRY[name]).parameters.values()
-    }
+    return defaults(_REGISTRY[name])
 
 
 def get(name: str, **opts) -> Task:

@@ -28,11 +28,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from gradflow import cells, training
+from gradflow import cells, figures, training
 from gradflow import config as cfgmod
+from gradflow.experiment import PARTS, atomic_write, json_number, load_parts, provenance, write_npz
 from gradflow.sweep import DYNAMIC_OPTIONS
 
 LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
@@ -120,11 +120,10 @@ def _make_model(group: dict, task):
     return make
 
 
-def run_training(cfg, out: Path, resumed: bool, progress, step_progress, should_stop, t_start, clock) -> dict:
-    """Train every group of ``cfg`` into ``out`` (prepared by ``experiment.prepare_dir``)."""
-    from gradflow.experiment import PARTS, atomic_write
-
-    groups = plan(cfg)
+def run_training(
+    cfg, groups: list[dict], out: Path, resumed: bool, progress, step_progress, should_stop, t_start, clock
+) -> dict:
+    """Train ``groups`` (``plan(cfg)``) into ``out`` (prepared by ``experiment.prepare_dir``)."""
     for g_idx, group in enumerate(groups):
         part = out / PARTS / f"{g_idx}.npz"
         if part.exists():
@@ -149,11 +148,7 @@ def run_training(cfg, out: Path, resumed: bool, progress, step_progress, should_
             progress=steps_done,
             should_stop=should_stop,
         )
-        arrays = {
-            k: v
-            for k, v in res._asdict().items()
-            if isinstance(v, np.ndarray) and k not in ("flow_log10", "gates")
-        }
+        arrays = {k: v for k, v in res._asdict().items() if isinstance(v, np.ndarray)}
         for p, v in res.flow_log10.items():
             arrays[f"flow_log10/{p}"] = v
         for g, v in res.gates.items():
@@ -161,9 +156,7 @@ def run_training(cfg, out: Path, resumed: bool, progress, step_progress, should_
         for k in ("param_count", "compile_s", "step_time_s"):
             arrays[k] = np.asarray(getattr(res, k))
         arrays["baseline"] = np.asarray(task.baseline)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write(part, buf.getvalue())
+        write_npz(part, arrays)
         (out / PARTS / f"{g_idx}.ckpt").unlink(missing_ok=True)
         if progress:
             progress(g_idx, len(groups), group["label"], skipped=False)
@@ -194,20 +187,8 @@ def _last_evaluated(values: np.ndarray) -> float:
     return float(done[-1]) if done.size else float("nan")
 
 
-def _number(x: float) -> float | None:
-    """JSON has no NaN or inf: ``None`` for those (a diverged run says so in ``diverged``)."""
-    return float(x) if x is not None and np.isfinite(x) else None
-
-
 def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
-    from gradflow import figures
-    from gradflow.experiment import PARTS, _git_commit, _version, atomic_write
-
-    runs, parts = [], []
-    for g_idx, group in enumerate(groups):
-        with np.load(out / PARTS / f"{g_idx}.npz") as data:
-            parts.append({k: data[k] for k in data.files})
-        runs.extend(group["runs"])
+    runs, parts = load_parts(out, groups)
     n = len(runs)
     per_run = lambda key, fill=np.nan: _pad([d[key] for d in parts], fill)  # noqa: E731
     arrays = {
@@ -267,12 +248,12 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
                 | {
                     "baseline": base,
                     "solved_threshold": group["train"].solved_fraction * base,
-                    "final_eval_loss": _number(final),
-                    "final_ratio": _number(final / base),
-                    "best_eval_loss": _number(
+                    "final_eval_loss": json_number(final),
+                    "final_ratio": json_number(final / base),
+                    "best_eval_loss": json_number(
                         float(np.min(ev[np.isfinite(ev)])) if np.isfinite(ev).any() else np.nan
                     ),
-                    "final_eval_accuracy": _number(_last_evaluated(d["eval_accuracy"][i])),
+                    "final_eval_accuracy": json_number(_last_evaluated(d["eval_accuracy"][i])),
                     "solved": solved_step >= 0,
                     "solved_step": solved_step if solved_step >= 0 else None,
                     "diverged": diverged_step >= 0,
@@ -280,11 +261,11 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
                     "steps_run": steps_run,
                     "clipped_fraction": float(d["clipped"][i].sum() / max(steps_run, 1)),
                     "loss_spikes": training.loss_spikes(loss, base),
-                    "max_train_loss": _number(
+                    "max_train_loss": json_number(
                         float(np.max(loss[np.isfinite(loss)])) if np.isfinite(loss).any() else np.nan
                     ),
-                    "flow_rate_first": _number(float(finite_rates[0]) if finite_rates.size else np.nan),
-                    "flow_rate_last": _number(float(finite_rates[-1]) if finite_rates.size else np.nan),
+                    "flow_rate_first": json_number(float(finite_rates[0]) if finite_rates.size else np.nan),
+                    "flow_rate_last": json_number(float(finite_rates[-1]) if finite_rates.size else np.nan),
                     "param_count": int(d["param_count"]),
                     "time_per_step_s": step_time / R,
                     "group_step_time_s": step_time,
@@ -293,9 +274,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
             )
             row += 1
     settings = _settings(results, cfg)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write(out / "results.npz", buf.getvalue())
+    write_npz(out / "results.npz", arrays)
     _write_csv(out, results, arrays)
     run = figures.Run(
         cfg.name, results, arrays, {k: list(v) for k, v in cfg.sweep.grid.items()}, kind="train"
@@ -310,9 +289,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
         "figures": [p.name for p in drawn],
         **timing,
         "resumed": resumed,
-        "versions": {"jax": jax.__version__, "flax": _version("flax"), "gradflow": _version("gradflow")},
-        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
-        "git_commit": _git_commit(),
+        **provenance(),
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
@@ -353,8 +330,6 @@ def _settings(results: list[dict], cfg) -> list[dict]:
 
 
 def _write_csv(out: Path, results: list[dict], arrays: dict) -> None:
-    from gradflow.experiment import atomic_write
-
     buf = io.StringIO()
     writer = csv.writer(buf)
     point_keys = sorted({k for r in results for k in r["point"]})

@@ -312,14 +312,6 @@ def _host_float():
     return np.float64 if jax.config.jax_enable_x64 else np.float32
 
 
-def _over_runs(one):
-    """``f(*args)`` with a leading run axis on every leaf: ``vmap`` on GPU/TPU, ``lax.map`` on CPU
-    (the XLA:CPU vmapped-call hang, see ``gradflow.sweep._over_runs``)."""
-    if jax.default_backend() == "cpu":
-        return lambda *args: jax.lax.map(lambda a: one(*a), args)
-    return jax.vmap(one)
-
-
 def _as_param_dtype(params, *scalars):
     """Per-run scalars (float64 on the host) in the params' dtype, so updates keep that dtype."""
     dtype = jax.tree_util.tree_leaves(params)[0].dtype
@@ -332,6 +324,8 @@ class _Group:
     def __init__(self, make_model, option_names, task: Task, settings: Settings):
         self.make_model, self.names, self.task, self.s = make_model, tuple(option_names), task, settings
         self.eval_batch = task.sample(jax.random.key(_EVAL_KEY), settings.eval_batch)
+        from gradflow.sweep import _over_runs  # sweep -> config -> training: imported here, not at the top
+
         self.init = jax.jit(_over_runs(lambda h: self._init(*h)))
         self.chunk = jax.jit(lambda st, h, start: _over_runs(lambda a, b: self._chunk(a, b, start))(st, h))
         self.evaluate = jax.jit(

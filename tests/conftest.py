@@ -13,3 +13,17 @@ def tree_allclose(a, b, *, rtol, atol=0.0):
     assert ta == tb, f"tree structures differ: {ta} vs {tb}"
     for x, y in zip(la, lb, strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def write_config(folder, text, name="cfg.yaml"):
+    """Write a config's text to ``folder/name``; return the path."""
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def cli_argv(*argv):
+    """``gradflow ARGV`` as a fresh-process command line."""
+    import sys
+
+    return [sys.executable, "-m", "gradflow.cli", *argv]

@@ -4,11 +4,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import cli_argv, write_config
 
 from gradflow import figures
 from gradflow.cli import main
@@ -22,12 +22,6 @@ sweep:
   grid: {cells.0.options.weight_scale: [0.5, 1.5]}
   seeds: [0, 1]
 """
-
-
-def _write(tmp_path, text, name="cfg.yaml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 BAD_CONFIGS = [  # (config text or None for a missing file, extra argv, fragments of the one-line message)
@@ -55,7 +49,7 @@ BAD_CONFIGS = [  # (config text or None for a missing file, extra argv, fragment
 
 @pytest.mark.parametrize(("text", "extra", "fragments"), BAD_CONFIGS)
 def test_bad_config_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, text, extra, fragments):
-    path = tmp_path / "missing.yaml" if text is None else _write(tmp_path, text)
+    path = tmp_path / "missing.yaml" if text is None else write_config(tmp_path, text)
     out = tmp_path / "out"
     assert main(["run", str(path), "-o", str(out), *extra]) == 2
     err = capsys.readouterr().err
@@ -67,7 +61,7 @@ def test_bad_config_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, text
 
 
 def test_bad_output_directories(tmp_path, capsys):
-    cfg = _write(tmp_path, GOOD)
+    cfg = write_config(tmp_path, GOOD)
     a_file = tmp_path / "a_file"
     a_file.write_text("mine")
     cases = [
@@ -86,9 +80,9 @@ def test_bad_output_directories(tmp_path, capsys):
 
 
 def test_errors_in_a_fresh_process_have_no_traceback(tmp_path):
-    cfg = _write(tmp_path, GOOD.replace("cell: rnn", "cell: rnm"))
+    cfg = write_config(tmp_path, GOOD.replace("cell: rnn", "cell: rnm"))
     proc = subprocess.run(
-        [sys.executable, "-m", "gradflow.cli", "run", str(cfg), "-o", str(tmp_path / "out")],
+        cli_argv("run", str(cfg), "-o", str(tmp_path / "out")),
         capture_output=True,
         text=True,
         timeout=300,
@@ -110,15 +104,11 @@ sweep: {seeds: [0, 1]}
 """
 
 
-def _cli(*argv):
-    return [sys.executable, "-m", "gradflow.cli", *argv]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """``(config path, run directory)`` of MANY_GROUPS run without interruption."""
     tmp = tmp_path_factory.mktemp("uninterrupted")
-    cfg = _write(tmp, MANY_GROUPS)
+    cfg = write_config(tmp, MANY_GROUPS)
     assert main(["run", str(cfg), "-o", str(tmp / "full")]) == 0
     return cfg, tmp / "full"
 
@@ -127,7 +117,7 @@ def uninterrupted(tmp_path_factory):
 def test_a_signal_midway_then_the_same_command_resumes_to_the_same_results(tmp_path, uninterrupted, signum):
     cfg, full = uninterrupted
     part = tmp_path / "part"
-    proc = subprocess.Popen(_cli("run", str(cfg), "-o", str(part)), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cli_argv("run", str(cfg), "-o", str(part)), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (part / ".parts" / "0.npz").exists():  # wait for the first finished group
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before a group finished"
@@ -140,7 +130,7 @@ def test_a_signal_midway_then_the_same_command_resumes_to_the_same_results(tmp_p
     kept = sorted(p.name for p in (part / ".parts").iterdir())
     assert kept and all(name.endswith(".npz") for name in kept)  # no temp files left behind
     resumed = subprocess.run(
-        _cli("run", str(cfg), "-o", str(part)), capture_output=True, text=True, timeout=300
+        cli_argv("run", str(cfg), "-o", str(part)), capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((part / "summary.json").read_text())
@@ -152,11 +142,11 @@ def test_a_signal_midway_then_the_same_command_resumes_to_the_same_results(tmp_p
 
 
 def test_plot_redraws_in_place_and_overlays(tmp_path, capsys):
-    cfg = _write(tmp_path, GOOD)
+    cfg = write_config(tmp_path, GOOD)
     run_a, run_b = tmp_path / "a", tmp_path / "b"
     assert main(["run", str(cfg), "-o", str(run_a)]) == 0
     other = GOOD.replace("name: small", "name: other").replace("cell: rnn", "cell: gru")
-    assert main(["run", str(_write(tmp_path, other, "other.yaml")), "-o", str(run_b)]) == 0
+    assert main(["run", str(write_config(tmp_path, other, "other.yaml")), "-o", str(run_b)]) == 0
     capsys.readouterr()
     # one run: its own figures are redrawn in place, no --force needed
     (run_a / "decay.png").unlink()
@@ -181,7 +171,7 @@ def test_plot_redraws_in_place_and_overlays(tmp_path, capsys):
 
 
 def test_plot_figures_match_the_data(tmp_path):
-    cfg = _write(tmp_path, GOOD)
+    cfg = write_config(tmp_path, GOOD)
     out = tmp_path / "run"
     assert main(["run", str(cfg), "-o", str(out)]) == 0
     run = figures.load(out)

@@ -3,11 +3,11 @@
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import cli_argv, write_config
 
 from gradflow import figures
 from gradflow.cli import main
@@ -23,12 +23,6 @@ sweep:
   grid: {train.clip: [null, 0.5]}
   seeds: [0, 1]
 """
-
-
-def _write(tmp_path, text, name="cfg.yaml"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 BAD = [  # (config text, extra argv, fragments of the one-line message)
@@ -64,7 +58,7 @@ BAD = [  # (config text, extra argv, fragments of the one-line message)
 
 @pytest.mark.parametrize(("text", "extra", "fragments"), BAD)
 def test_bad_training_config_is_one_line_exit_2_and_leaves_nothing(tmp_path, capsys, text, extra, fragments):
-    path = _write(tmp_path, text)
+    path = write_config(tmp_path, text)
     out = tmp_path / "out"
     assert main(["run", str(path), "-o", str(out), *extra]) == 2
     err = capsys.readouterr().err
@@ -78,7 +72,7 @@ def test_bad_training_config_is_one_line_exit_2_and_leaves_nothing(tmp_path, cap
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
-    cfg = _write(tmp, TRAIN)
+    cfg = write_config(tmp, TRAIN)
     out = tmp / "run"
     assert main(["run", str(cfg), "-o", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -137,16 +131,12 @@ sweep: {seeds: [0, 1]}
 """
 
 
-def _cli(*argv):
-    return [sys.executable, "-m", "gradflow.cli", *argv]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """The same command, uninterrupted, in a fresh process (as the interrupted ones run)."""
     tmp = tmp_path_factory.mktemp("long")
-    cfg = _write(tmp, LONG)
-    proc = subprocess.run(_cli("run", str(cfg), "-o", str(tmp / "full")), capture_output=True, text=True)
+    cfg = write_config(tmp, LONG)
+    proc = subprocess.run(cli_argv("run", str(cfg), "-o", str(tmp / "full")), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return cfg, tmp / "full"
 
@@ -155,7 +145,7 @@ def uninterrupted(tmp_path_factory):
 def test_killed_training_resumes_to_the_same_final_loss(tmp_path, uninterrupted, signum):
     cfg, full = uninterrupted
     part = tmp_path / "part"
-    proc = subprocess.Popen(_cli("run", str(cfg), "-o", str(part)), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cli_argv("run", str(cfg), "-o", str(part)), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (part / ".parts" / "0.ckpt").exists():  # wait for the first checkpoint
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before a checkpoint"
@@ -166,7 +156,7 @@ def test_killed_training_resumes_to_the_same_final_loss(tmp_path, uninterrupted,
     assert "Traceback" not in err
     assert not (part / "summary.json").exists(), "the signal came too late to interrupt"
     resumed = subprocess.run(
-        _cli("run", str(cfg), "-o", str(part)), capture_output=True, text=True, timeout=300
+        cli_argv("run", str(cfg), "-o", str(part)), capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((part / "summary.json").read_text())

@@ -8,9 +8,8 @@ Example::
 
 from __future__ import annotations
 
-import inspect
-
 from gradflow._cell import Cell
+from gradflow.cells import _common
 from gradflow.cells._adapters import from_function as from_function
 from gradflow.cells._adapters import from_linen as from_linen
 from gradflow.cells._adapters import from_nnx as from_nnx
@@ -65,11 +64,7 @@ def names() -> list[str]:
 
 def options(name: str) -> dict[str, object]:
     """``{option: default}`` of cell ``name`` (the size argument first, default ``None``)."""
-    factory = _lookup(name)
-    return {
-        p.name: (None if p.default is inspect.Parameter.empty else p.default)
-        for p in inspect.signature(factory).parameters.values()
-    }
+    return _common.defaults(_lookup(name))
 
 
 def get(name: str, **opts) -> Cell:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from gradflow._cell import Cell
+
 ACTIVATIONS = {
     "tanh": jnp.tanh,
     "relu": jax.nn.relu,
@@ -90,3 +92,30 @@ def check_state(cell: str, name: str, h, hidden_size: int):
         )
     if h.ndim < 2 or h.shape[-1] != hidden_size:
         raise ValueError(f"{cell}: carry {name} has shape {tuple(h.shape)}, expected [B, {hidden_size}]")
+
+
+def defaults(factory) -> dict[str, object]:
+    """``{argument: default}`` of a registry factory, ``None`` for required arguments (``options()``)."""
+    import inspect
+
+    return {
+        p.name: (None if p.default is inspect.Parameter.empty else p.default)
+        for p in inspect.signature(factory).parameters.values()
+    }
+
+
+def gated_cell(init, initial_carry, forward, bias_convention: str) -> Cell:
+    """A ``Cell`` whose ``step`` and ``gates`` both come from one
+    ``forward(params, carry, x) -> (carry, y, {gate: [B, H]})`` (unused outputs are dropped by XLA)."""
+
+    def step(params, carry, x):
+        carry, y, _ = forward(params, carry, x)
+        return carry, y
+
+    return Cell(
+        init,
+        initial_carry,
+        step,
+        bias_convention=bias_convention,
+        gates=lambda p, carry, x: forward(p, carry, x)[2],
+    )

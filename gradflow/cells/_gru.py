@@ -60,19 +60,10 @@ def gru(
         r = jax.nn.sigmoid(xi[..., :H] + hh[..., :H])
         z = jax.nn.sigmoid(xi[..., H : 2 * H] + hh[..., H : 2 * H])
         n = jnp.tanh(xi[..., 2 * H :] + r * (hh[..., 2 * H :] + params["b_hn"]))
-        return (1.0 - z) * n + z * h, {"r": r, "z": z}
+        h = (1.0 - z) * n + z * h
+        return h, h, {"r": r, "z": z}
 
-    def step(params, h, x):
-        h, _ = forward(params, h, x)
-        return h, h
-
-    return Cell(
-        init,
-        initial_carry,
-        step,
-        bias_convention="input biases + b_hn (Flax GRUCell)",
-        gates=lambda params, h, x: forward(params, h, x)[1],
-    )
+    return c.gated_cell(init, initial_carry, forward, "input biases + b_hn (Flax GRUCell)")
 
 
 def mgu(
@@ -121,16 +112,7 @@ def mgu(
         if reset_gate:
             rec = f * (rec + params["b_hn"])
         n = jnp.tanh(xi[..., H:] + rec)
-        return (1.0 - f) * n + f * h, {"f": f}
+        h = (1.0 - f) * n + f * h
+        return h, h, {"f": f}
 
-    def step(params, h, x):
-        h, _ = forward(params, h, x)
-        return h, h
-
-    return Cell(
-        init,
-        initial_carry,
-        step,
-        bias_convention="input biases + b_hn (Flax MGUCell)",
-        gates=lambda params, h, x: forward(params, h, x)[1],
-    )
+    return c.gated_cell(init, initial_carry, forward, "input biases + b_hn (Flax MGUCell)")

@@ -129,18 +129,10 @@ def lstm(
         new_c = f * cell + i * g_act(pre["g"])
         o = gate("o", new_c)
         new_h = o * h_act(new_c)
-        values = {"i": i, "f": f, "o": o}
+        values = {n: jnp.broadcast_to(v, new_h.shape) for n, v in (("i", i), ("f", f), ("o", o))}
         if gate_recurrence:
-            gates = jnp.concatenate([jnp.broadcast_to(values[n], new_h.shape) for n in sig], -1)
+            gates = jnp.concatenate([values[n] for n in sig], -1)
             return (new_c, new_h, gates), new_h, values
         return (new_c, new_h), new_h, values
 
-    def step(params, carry, x):
-        new_carry, new_h, _ = forward(params, carry, x)
-        return new_carry, new_h
-
-    def gates(params, carry, x):
-        _, new_h, values = forward(params, carry, x)
-        return {n: jnp.broadcast_to(v, new_h.shape) for n, v in values.items()}
-
-    return Cell(init, initial_carry, step, bias_convention="one bias per gate (Flax/Keras)", gates=gates)
+    return c.gated_cell(init, initial_carry, forward, "one bias per gate (Flax/Keras)")
