@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from gradflow import run_config
@@ -32,3 +33,9 @@ def by_label(summary: dict) -> dict:
 def median(values) -> float:
     values = [v for v in values if v is not None]
     return float(np.median(values)) if values else float("nan")
+
+
+def initial_params(trained):
+    """The params a training run started from (``train_runs`` draws them from ``fold_in(seed, 0)``)."""
+    key = jax.random.fold_in(jax.random.key(trained.run["seed"]), 0)
+    return trained.model.init(key, trained.task.input_size)

@@ -1,15 +1,21 @@
-"""C13: trained LSTMs/GRUs retain state longer: the decay rate of ||dL/dh_t|| (and its half-life)
-at the first and the last record of training on the adding problem, per cell and seed.
+"""C13: trained LSTMs/GRUs retain state longer, on the adding problem (configs/adding.yaml).
 
-(The top Lyapunov exponent before/after training needs the trained params in the run directory;
-not yet: the gradient half-life is the measured quantity here.)
+Per cell and seed, before and after training: the decay rate of ``||dL/dh_t||`` of the training loss
+(its half-life ln 2 / -rate) recorded by the run, and the top Lyapunov exponent of the carry
+dynamics driven by held-out adding inputs (``gradflow.lyapunov_spectrum``; the init params are
+rebuilt from the run's seed, the trained ones restored from the run directory).
 """
 
 import math
 import shutil
 from pathlib import Path
 
-from _runs import by_label, config_run, median
+import jax
+from _runs import by_label, config_run, initial_params, median
+
+from gradflow import lyapunov_spectrum
+from gradflow.train_experiment import load_trained
+from gradflow.training import _EVAL_KEY
 
 CRITERIA = {"min_rate_gain": 0.02}  # ln/step: the rate must rise by at least this much
 
@@ -18,9 +24,25 @@ def _half_life(rate):
     return math.inf if rate is None or rate >= 0 else math.log(2) / -rate
 
 
+def _top_exponents(run_dir) -> dict:
+    """``{run_id: (top exponent at init, after training)}`` on 64 held-out adding sequences."""
+    out = {}
+    for t in load_trained(run_dir):
+        batch = t.task.sample(jax.random.key(_EVAL_KEY), 64)
+        cell = t.model.cell
+        carry0 = cell.initial_carry(64)
+        top = []
+        for params in (initial_params(t), t.params):
+            spec = lyapunov_spectrum(cell, params["cell"], carry0, batch.xs, k=1, transient=10)
+            top.append(float(spec.exponents[0]))
+        out[t.run["run_id"]] = tuple(top)
+    return out
+
+
 def run(out: Path, quick: bool) -> dict:
     run_dir, summary = config_run("adding", out, quick)
     shutil.copy(run_dir / "flow_rate.png", out / "c13.png")
+    top = _top_exponents(run_dir)
     rows = {}
     for label, runs in by_label(summary).items():
         first = median(r["flow_rate_first"] for r in runs)
@@ -31,6 +53,8 @@ def run(out: Path, quick: bool) -> dict:
             "rate_after": last,
             "half_life_before": _half_life(first),
             "half_life_after": _half_life(last),
+            "lyapunov_before": median(top[r["run_id"]][0] for r in runs),
+            "lyapunov_after": median(top[r["run_id"]][1] for r in runs),
             "solved": sum(r["solved"] for r in runs),
             "seeds": len(runs),
         }
@@ -40,10 +64,15 @@ def run(out: Path, quick: bool) -> dict:
 def verdict(numbers: dict, criteria: dict):
     rows = numbers["settings"]
     gated = {k: v for k, v in rows.items() if v["cell"] in ("lstm", "gru")}
-    longer = {k: v["rate_after"] - v["rate_before"] >= criteria["min_rate_gain"] for k, v in gated.items()}
+    longer = {
+        k: v["rate_after"] - v["rate_before"] >= criteria["min_rate_gain"]
+        and v["lyapunov_after"] - v["lyapunov_before"] >= criteria["min_rate_gain"]
+        for k, v in gated.items()
+    }
     measured = "; ".join(
         f"{k}: rate {v['rate_before']:+.3f} -> {v['rate_after']:+.3f} ln/step "
-        f"(half-life {v['half_life_before']:.3g} -> {v['half_life_after']:.3g} steps)"
+        f"(half-life {v['half_life_before']:.3g} -> {v['half_life_after']:.3g} steps), "
+        f"top Lyapunov exponent {v['lyapunov_before']:+.3f} -> {v['lyapunov_after']:+.3f}"
         for k, v in rows.items()
     )
     if longer and all(longer.values()):
