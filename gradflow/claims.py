@@ -291,6 +291,33 @@ def run_claim(claim: Claim, out, *, quick: bool = False, criteria: dict | None =
     return Result(claim.id, verdict, measured, numbers, used, figure, time.perf_counter() - t0, runs)
 
 
+def _rel_or_abs(path, out) -> str:
+    """``path`` relative to the report directory when it lies inside it, else absolute."""
+    from pathlib import Path
+
+    path, out = Path(path).resolve(), Path(out).resolve()
+    return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
+
+
+def _finite(value):
+    """JSON-ready copy: numpy scalars to Python, NaN/inf to None (claims.json stays valid JSON)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_report(results: list[Result], out) -> list:
     """``report.md`` (table, then a section per claim), ``claims.json`` and ``report.html`` in ``out``."""
     import html
@@ -319,6 +346,8 @@ def write_report(results: list[Result], out) -> list:
         lines += [f"> {q.text} (deck {q.deck}, slide {q.slide})" for q in c.quotes]
         lines += ["", f"- measured: {c.measured}", f"- criterion: {c.criterion} (thresholds: {r.criteria})"]
         lines += [f"- result: {r.measured}", f"- verdict: **{r.verdict}** ({r.seconds:.0f} s)"]
+        if r.runs:
+            lines.append("- numbers from: " + ", ".join(f"`{_rel_or_abs(p, out)}`" for p in r.runs))
         if r.figure:
             lines += ["", f"![{c.id}]({rel(r.figure)})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -333,11 +362,12 @@ def write_report(results: list[Result], out) -> list:
             "criteria": r.criteria,
             "numbers": r.numbers,
             "figure": rel(r.figure),
+            "runs": [_rel_or_abs(p, out) for p in r.runs],
             "seconds": r.seconds,
         }
         for r in results
     ]
-    (out / "claims.json").write_text(json.dumps(payload, indent=2, default=float))
+    (out / "claims.json").write_text(json.dumps(_finite(payload), indent=2, allow_nan=False))
     body = ["<h1>Slide claims, measured</h1>"]
     for r in results:
         c = by_id[r.id]

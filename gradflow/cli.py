@@ -473,15 +473,21 @@ def _cmd_claims(args) -> int:
             raise CliError(f"{out}: is not empty; pass --force to overwrite it or -o to choose another")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, failed = [], []
     columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("claims", total=len(chosen))
         for claim in chosen:
             bar.update(task, description=f"{claim.id}: {claim.title}")
-            results.append(claims.run_claim(claim, out, quick=args.quick))
+            try:
+                results.append(claims.run_claim(claim, out, quick=args.quick))
+            except Exception as err:  # an experiment that fails is reported, the others still run
+                failed.append(
+                    f"{claim.id} ({claim.experiment}.py): {type(err).__name__}: {err}".splitlines()[0]
+                )
             bar.advance(task)
-    claims.write_report(results, out)
+    if results:
+        claims.write_report(results, out)
     console = Console() if Console().is_terminal else Console(width=140)
     table = Table(title=f"slide claims ({out}/report.md)")
     for col in ("claim", "verdict", "measured"):
@@ -489,7 +495,9 @@ def _cmd_claims(args) -> int:
     for r in results:
         table.add_row(r.id, r.verdict, r.measured)
     console.print(table)
-    return 0
+    for line in failed:
+        print(f"gradflow: error: claim {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _terminate(signum, frame):

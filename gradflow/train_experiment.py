@@ -200,7 +200,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
     n = len(runs)
     per_run = lambda key, fill=np.nan: _pad([d[key] for d in parts], fill)  # noqa: E731
     arrays = {
-        "run_id": np.arange(n),
+        "run_id": np.array([r["run_id"] for r in runs]),
         "seed": np.array([r["seed"] for r in runs]),
         "label": np.array([r["label"] for r in runs]),
         "learning_rate": np.array([r["learning_rate"] for r in runs], np.float64),
@@ -409,7 +409,7 @@ def _write_csv(out: Path, results: list[dict], arrays: dict) -> None:
             train = arrays["train_loss"][i, s] if s < arrays["train_loss"].shape[1] else np.nan
             writer.writerow(
                 [
-                    i,
+                    run["run_id"],
                     run["label"],
                     run["cell"],
                     run["seed"],
