@@ -10,7 +10,7 @@ from _runs import config_run, median
 
 from gradflow import decay_fit
 
-CRITERIA = {"min_c_minus_h": 0.0}
+CRITERIA = {"keep_rate": -0.05}  # ln/step: "keeps the gradient" = half-life > ln 2 / 0.05 = 14 steps
 
 
 def _part_rates(log10, window):
@@ -59,22 +59,29 @@ def run(out: Path, quick: bool) -> dict:
 
 
 def verdict(numbers: dict, criteria: dict):
+    """Reproduced if the c-path keeps the gradient at every forget bias and after training; under
+    conditions if only at some biases or only after training. (c and h share the asymptotic rate, the
+    top Lyapunov exponent, so c-minus-h differences are reported, not judged.)"""
     init = numbers["at_init"]
-    c_wins_init = {b: v["c_rate"] - v["h_rate"] > criteria["min_c_minus_h"] for b, v in init.items()}
+    keeps = {b: v["c_rate"] >= criteria["keep_rate"] for b, v in init.items()}
     after = numbers["trained"]
     c_after = median(r["c_rate_after"] for r in after)
     c_before = median(r["c_rate_before"] for r in after)
+    trained_keeps = c_after >= criteria["keep_rate"]
     measured = (
-        "at init, c-path vs h-path rate by forget bias: "
-        + ", ".join(f"b={b}: {v['c_rate']:+.3f} vs {v['h_rate']:+.3f}" for b, v in init.items())
+        "c-path (h-path) rate at init by forget bias: "
+        + ", ".join(f"b={b}: {v['c_rate']:+.3f} ({v['h_rate']:+.3f})" for b, v in init.items())
         + f"; trained LSTM (adding) c-path rate {c_before:+.3f} -> {c_after:+.3f} ln/step"
     )
-    if all(c_wins_init.values()) and c_after > c_before:
+    if all(keeps.values()) and trained_keeps:
         return "reproduced", measured
-    if any(c_wins_init.values()) or c_after > c_before:
-        good = [b for b, ok in c_wins_init.items() if ok]
+    if any(keeps.values()) or trained_keeps:
+        good = [b for b, ok in keeps.items() if ok]
         return (
             "reproduced under conditions",
-            measured + f" (c-path ahead at forget bias {', '.join(good) or 'none'})",
+            measured
+            + f" (the cell state keeps the gradient at forget bias {', '.join(good) or 'none'}"
+            + (" and after training" if trained_keeps else "")
+            + ")",
         )
     return "not reproduced", measured

@@ -81,6 +81,7 @@ def test_quick_verdicts(report):
             "C3",
             lambda n: {"gated_max_ratio": min(v["median_final_ratio"] for v in n["settings"].values()) / 2},
         ),
+        ("C7", lambda n: {"keep_rate": 1.0}),
         ("C11", lambda n: {"max_upward_ratio": n["variants"]["upward"]["median_final_ratio"] / 2}),
         ("C12", lambda n: {"bidirectional_max_ratio": 1e-6}),
         ("C13", lambda n: {"min_rate_gain": 10.0}),
