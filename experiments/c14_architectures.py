@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from matplotlib.ticker import MaxNLocator
 
 from gradflow import cells, decay_fit, gradient_flow, plots
 
@@ -210,7 +211,8 @@ def _seq2seq_program(seeds, reverse, train_src, grad_src, eval_src):
             "trained": measure(p, rev),
         }
 
-    # lax.map, not vmap: a vmapped version of this training scan hung XLA:CPU here (jax 0.10.2)
+    # lax.map, not vmap: vmapping the LSTM's orthogonal init (a batched QR) in a program hung
+    # XLA:CPU intermittently here (jax 0.10.2, all threads idle); the vmapped training alone ran
     return jax.lax.map(one, (seeds, reverse, train_src))
 
 
@@ -233,6 +235,7 @@ def _summary(values: np.ndarray) -> dict:
 
 
 def _seq2seq(length: int, seeds: int, steps: int) -> dict:
+    """Train and measure both orders at source length ``length``; the numbers, medians over seeds."""
     seed, rev = _orders(seeds)
     train_src = np.stack([source_tokens(100 + int(s), (steps, TRAIN_BATCH, length)) for s in seed])
     res = _seq2seq_program(
@@ -264,7 +267,8 @@ def _seq2seq(length: int, seeds: int, steps: int) -> dict:
         flow = {}
         for name, r in (("normal", False), ("reversed", True)):
             med = np.median(res[when]["flow"][rev == r], axis=0)
-            flow[name] = {"log10": med.tolist(), "first_step_drop": float(med[1] - med[-1])}
+            # log10 (gradient at encoder step 1 / at the deep vector): negative = lost on the way back
+            flow[name] = {"log10": med.tolist(), "first_step_vs_vector": float(med[1] - med[-1])}
         row["encoder_flow"] = flow
         out[when] = row
     training = {}
@@ -412,6 +416,7 @@ def _cnn_program(seeds, frames, labels, window):
 
 
 def _cnn_lstm(frames_n: int, seeds: int, batch: int) -> dict:
+    """CNN-LSTM and LSTM-on-pixels gradients at init over ``frames_n`` frames; medians over seeds."""
     data = [cnn_frames(FRAME_DATA + 10 * s, frames_n, batch) for s in range(seeds)]
     window = fit_window(frames_n)
     res = _cnn_program(
@@ -463,6 +468,7 @@ def run(out: Path, quick: bool) -> dict:
 
 
 def _figure(seq: dict, cnn: dict, path: Path) -> None:
+    """Three panels: needed-token gradient per target (longest S), encoder-step flow, CNN-LSTM frames."""
     fig, axes = plots.figure(1, 3, size=(15.0, 4.4))
     ax = axes[0]
     key = list(seq)[-1]
@@ -480,6 +486,7 @@ def _figure(seq: dict, cnn: dict, path: Path) -> None:
                 markersize=3,
                 label=f"{name} source, {when}",
             )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(f"target position j ({key})")
     ax.set_ylabel("log10 ||dL_j / dx_src(j)||")
     ax.set_title("seq2seq: gradient to the needed source token", fontsize=plots.LABEL_SIZE)
@@ -495,6 +502,7 @@ def _figure(seq: dict, cnn: dict, path: Path) -> None:
     ax.axvline(s["length"], color="grey", linewidth=0.8)
     ax.annotate('"deep vector"', (s["length"], ax.get_ylim()[0]), fontsize=plots.TICK_SIZE, ha="right",
                 va="bottom")  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("encoder step t (carry after t source tokens)")
     ax.set_ylabel("log10 ||dL/dcarry_t||, total decoder loss")
     ax.set_title("seq2seq: gradient reaching each encoder step", fontsize=plots.LABEL_SIZE)
@@ -535,18 +543,19 @@ def verdict(numbers: dict, criteria: dict):
     parts = []
     for k, v in seq.items():
         tr, init, trained = v["training"], v["init"], v["trained"]
+        flow = {w: {n: v[w]["encoder_flow"][n]["first_step_vs_vector"] for n in ("normal", "reversed")}
+                for w in ("init", "trained")}  # fmt: skip
         parts.append(
-            f"seq2seq {k}: gradient to the needed source token, first {FIRST} targets, reversed - "
-            f"normal {init['first_gain']:+.2f} decades at init ({init['first_gain_per_step']:.3f} per step "
-            f"of path saved; last {FIRST}: {init['last_gain']:+.2f}, "
-            f"all: {init['all_gain']:+.2f}), after {v['steps']} steps {trained['first_gain']:+.2f} "
-            f"({trained['first_gain_per_error']:+.2f} per unit error); loss/ln{SYMBOLS} normal "
-            f"{tr['normal']['final_ratio']:.3f} vs reversed {tr['reversed']['final_ratio']:.3f} "
-            f"(accuracy {tr['normal']['accuracy']:.2f} vs {tr['reversed']['accuracy']:.2f}, reversed "
-            f"better on {tr['reversed_better_seeds']}/{v['seeds']} seeds); "
-            f"deep vector -> first encoder step {init['encoder_flow']['normal']['first_step_drop']:+.2f} "
-            f"decades at init, {trained['encoder_flow']['normal']['first_step_drop']:+.2f} (normal) / "
-            f"{trained['encoder_flow']['reversed']['first_step_drop']:+.2f} (reversed) trained"
+            f"seq2seq {k}: reversed - normal gradient to the needed source token, first {FIRST} targets "
+            f"{init['first_gain']:+.2f} decades at init ({init['first_gain_per_step']:.3f}/step of path "
+            f"saved; last {FIRST} {init['last_gain']:+.2f}, mean over j {init['all_gain']:+.2f}), "
+            f"{trained['first_gain']:+.2f} after {v['steps']} steps ({trained['first_gain_per_error']:+.2f} "
+            f"per unit error); loss/ln{SYMBOLS} {tr['normal']['final_ratio']:.3f} normal vs "
+            f"{tr['reversed']['final_ratio']:.3f} reversed (accuracy {tr['normal']['accuracy']:.2f} vs "
+            f"{tr['reversed']['accuracy']:.2f}, reversed better on {tr['reversed_better_seeds']}/"
+            f"{v['seeds']} seeds); deep vector -> encoder step 1: {flow['init']['normal']:+.2f} decades "
+            f"at init, {flow['trained']['normal']:+.2f} normal / {flow['trained']['reversed']:+.2f} "
+            "reversed trained"
         )
     parts.append(
         f"CNN-LSTM (T={cnn['frames']}, init): per-frame rate {c['frame_rate']:+.4f} vs the LSTM fed the "

@@ -223,9 +223,13 @@ CLAIMS = (
                 "problems with spatial inputs, like images or videos.",
             ),
         ),
-        "gradient from the decoder loss to each encoder step (source reversed or not); "
-        "CNN-LSTM per-frame flow",
-        "reported as measured (reversal shortens the first-word path)",
+        "seq2seq copy task (8 symbols, LSTM 64, teacher forcing), source normal vs reversed, paired "
+        "seeds: log10 ||dL_j/dx_src(j)|| per target position at init and after training; held-out "
+        "loss / ln 8; gradient of the decoder loss per encoder step. CNN-LSTM (flax conv per frame, "
+        "then an LSTM): decay rate of ||dL/dframe_t|| vs the same LSTM fed the features",
+        "reversal raises the first 3 targets' gradient at init by >= 0.3 decades at every source "
+        "length and trains at least as well; every CNN-LSTM frame gets a finite gradient with a "
+        "per-frame rate within 10% of its LSTM's; not reproduced if the reversal gain is missing",
         "c14_architectures",
     ),
 )

@@ -51,7 +51,7 @@ def test_per_position_gradient_is_plain_autodiff(c14):
     S = 10
     seq = result.numbers["seq2seq"]["S=10"]
     with jax.enable_x64(False):
-        params = module.s2s_init(jax.random.key(0))  # seed 0 at init
+        params = jax.jit(module.s2s_init)(jax.random.key(0))  # seed 0 at init (jit: one compile)
         src = module.source_tokens(module.GRAD_DATA, (module.GRAD_BATCH, S))
         prev = np.concatenate([np.full((src.shape[0], 1), module.SYMBOLS), src[:, :-1]], axis=1)
         x_dec = jax.nn.one_hot(prev.T, module.SYMBOLS + 1, dtype=jnp.float32)
@@ -74,7 +74,7 @@ def test_cnn_lstm_per_frame_gradient_is_plain_autodiff(c14):
     cnn = result.numbers["cnn_lstm"]
     T, B = cnn["frames"], cnn["batch"]
     with jax.enable_x64(False):
-        params = module.cnn_init(jax.random.key(0))
+        params = jax.jit(module.cnn_init, static_argnums=1)(jax.random.key(0), False)
         frames, labels = module.cnn_frames(module.FRAME_DATA, T, B)  # seed 0's frames
         cell = cells.get("lstm", hidden_size=module.HIDDEN, forget_bias=1.0)
         encoder = module.FrameEncoder()
