@@ -24,15 +24,24 @@ def run(out: Path, quick: bool) -> dict:
     return {"settings": rows, "figure": str(out / "c10.png"), "runs": [str(run_dir)]}
 
 
+def _step(v):
+    """A median solve step, or None when never solved (NaN here, null in claims.json)."""
+    x = v["median_solved_step"]
+    return None if x is None or x != x else x
+
+
 def verdict(numbers: dict, criteria: dict):
     rows = numbers["settings"]
-    base = rows["vanilla"]["median_solved_step"]
+    base = _step(rows["vanilla"])
     same = {
-        k: v["solved"] == v["seeds"] and v["median_solved_step"] <= criteria["max_slowdown"] * base
+        k: v["solved"] == v["seeds"]
+        and None not in (_step(v), base)
+        and _step(v) <= criteria["max_slowdown"] * base
         for k, v in rows.items()
     }
     measured = "; ".join(
-        f"{k}: solved {v['solved']}/{v['seeds']}, median step {v['median_solved_step']:.0f}"
+        f"{k}: solved {v['solved']}/{v['seeds']}, median step "
+        + ("never" if _step(v) is None else f"{_step(v):.0f}")
         for k, v in rows.items()
     )
     differ = [k for k, ok in same.items() if not ok]

@@ -20,6 +20,16 @@ from gradflow.training import _EVAL_KEY
 CRITERIA = {"min_rate_gain": 0.02}  # ln/step: the rate must rise by at least this much
 
 
+def _num(x) -> str:
+    """``x`` as ``+0.123``; None (a non-finite value read back from claims.json) as ``n/a``."""
+    return "n/a" if x is None else f"{x:+.3f}"
+
+
+def _steps(half_life) -> str:
+    """A half-life; None (inf read back from claims.json: no decay) as ``inf``."""
+    return "inf" if half_life is None else f"{half_life:.3g}"
+
+
 def _half_life(rate):
     return math.inf if rate is None or rate >= 0 else math.log(2) / -rate
 
@@ -66,13 +76,14 @@ def verdict(numbers: dict, criteria: dict):
     gated = {k: v for k, v in rows.items() if v["cell"] in ("lstm", "gru")}
     longer = {
         k: v["rate_after"] - v["rate_before"] >= criteria["min_rate_gain"]
+        and None not in (v["lyapunov_after"], v["lyapunov_before"])
         and v["lyapunov_after"] - v["lyapunov_before"] >= criteria["min_rate_gain"]
         for k, v in gated.items()
     }
     measured = "; ".join(
         f"{k}: rate {v['rate_before']:+.3f} -> {v['rate_after']:+.3f} ln/step "
-        f"(half-life {v['half_life_before']:.3g} -> {v['half_life_after']:.3g} steps), "
-        f"top Lyapunov exponent {v['lyapunov_before']:+.3f} -> {v['lyapunov_after']:+.3f}"
+        f"(half-life {_steps(v['half_life_before'])} -> {_steps(v['half_life_after'])} steps), "
+        f"top Lyapunov exponent {_num(v['lyapunov_before'])} -> {_num(v['lyapunov_after'])}"
         for k, v in rows.items()
     )
     if longer and all(longer.values()):
