@@ -430,7 +430,74 @@ def build_parser() -> argparse.ArgumentParser:
     p_m.add_argument("--loss", choices=["final", "every_step", "readout"], default="final")
     p_m.add_argument("--json", action="store_true", help="print the summary as JSON")
     p_m.set_defaults(func=_cmd_measure)
+    p_c = sub.add_parser(
+        "claims",
+        help="reproduce the slide claims: report.md, claims.json, report.html with a verdict per claim",
+        description="Run each claim's experiment (experiments/), hold the numbers against its criterion "
+        "and write report.md, claims.json and report.html with the figures. Exit 0 when every claim "
+        "ran (a 'not reproduced' verdict is a result, not an error).",
+    )
+    p_c.add_argument("--only", help="comma-separated claim ids, e.g. C1,C6 (default: all)")
+    p_c.add_argument("--quick", action="store_true", help="small sizes (the tests use this)")
+    p_c.add_argument("-o", "--output", default="runs/claims", help="report directory (default runs/claims)")
+    p_c.add_argument("--force", action="store_true", help="overwrite a non-empty report directory")
+    p_c.set_defaults(func=_cmd_claims)
     return parser
+
+
+def _cmd_claims(args) -> int:
+    import shutil
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from gradflow import claims
+
+    ids = (
+        [c.id for c in claims.CLAIMS]
+        if not args.only
+        else [x.strip() for x in args.only.split(",") if x.strip()]
+    )
+    try:
+        chosen = [claims.get(i) for i in ids]
+    except ValueError as err:
+        raise CliError(f"--only: {err}") from None
+    missing = [c.id for c in chosen if not (claims.experiments_dir() / f"{c.experiment}.py").is_file()]
+    if missing:
+        raise CliError(f"no experiment yet for {', '.join(missing)}; run the others with --only")
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()):
+        if not args.force:
+            raise CliError(f"{out}: is not empty; pass --force to overwrite it or -o to choose another")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, failed = [], []
+    columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("claims", total=len(chosen))
+        for claim in chosen:
+            bar.update(task, description=f"{claim.id}: {claim.title}")
+            try:
+                results.append(claims.run_claim(claim, out, quick=args.quick))
+            except Exception as err:  # an experiment that fails is reported, the others still run
+                failed.append(
+                    f"{claim.id} ({claim.experiment}.py): {type(err).__name__}: {err}".splitlines()[0]
+                )
+            bar.advance(task)
+    if results:
+        claims.write_report(results, out)
+    console = Console() if Console().is_terminal else Console(width=140)
+    table = Table(title=f"slide claims ({out}/report.md)")
+    for col in ("claim", "verdict", "measured"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(r.id, r.verdict, r.measured)
+    console.print(table)
+    for line in failed:
+        print(f"gradflow: error: claim {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _terminate(signum, frame):

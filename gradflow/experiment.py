@@ -272,7 +272,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
     n = len(runs)
     parts = sorted({k.split("/", 1)[1] for d in parts_data for k in d if k.startswith("log10_norms/")})
     arrays = {
-        "run_id": np.arange(n),
+        "run_id": np.array([r["run_id"] for r in runs]),
         "seed": np.array([r["seed"] for r in runs]),
         "steps": np.array([r["steps"] for r in runs]),
         "label": np.array([r["label"] for r in runs]),
@@ -340,7 +340,17 @@ def _write_csv(out: Path, runs, arrays, parts) -> None:
             log10 = arrays["total_log10_norms" if p == "total" else f"log10_norms_{p}"][i]
             for t in range(T + 1):
                 writer.writerow(
-                    [i, run["label"], run["cell"], run["seed"], *point, p, t, T - t, f"{log10[t]:.6g}"]
+                    [
+                        run["run_id"],
+                        run["label"],
+                        run["cell"],
+                        run["seed"],
+                        *point,
+                        p,
+                        t,
+                        T - t,
+                        f"{log10[t]:.6g}",
+                    ]
                 )
     atomic_write(out / "results.csv", buf.getvalue().encode())
 

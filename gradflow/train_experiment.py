@@ -12,6 +12,8 @@ Layout of ``DIR`` (the measurement layout, for training):
 - ``summary.json``: per run the final held-out loss against the baseline, solved (and at which step),
   diverged (and at which step), clipped fraction, loss spikes, time per step, parameter count; per
   setting the medians over seeds; compiles, compile and wall time, versions, device, git commit;
+- ``params/<group>.msgpack``: the trained params of each compiled group (flax msgpack, leaves with a
+  leading run axis); ``summary.json`` names each run's file and row, ``load_trained`` restores them;
 - figures ``learning``, ``flow_heatmap``, ``flow_rate`` (and ``gates`` for gated cells).
 
 While it runs, each group's checkpoint (params, optimizer state, histories; flax msgpack) is in
@@ -27,8 +29,10 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+from flax import serialization
 
 from gradflow import cells, figures, training
 from gradflow import config as cfgmod
@@ -156,6 +160,7 @@ def run_training(
         for k in ("param_count", "compile_s", "step_time_s"):
             arrays[k] = np.asarray(getattr(res, k))
         arrays["baseline"] = np.asarray(task.baseline)
+        atomic_write(out / PARTS / f"{g_idx}.msgpack", serialization.to_bytes(res.params))
         write_npz(part, arrays)
         (out / PARTS / f"{g_idx}.ckpt").unlink(missing_ok=True)
         if progress:
@@ -165,6 +170,9 @@ def run_training(
         "compile_time_s": clock.seconds,
         "wall_time_s": time.perf_counter() - t_start,
     }
+    (out / "params").mkdir(exist_ok=True)
+    for g_idx in range(len(groups)):
+        (out / PARTS / f"{g_idx}.msgpack").replace(out / "params" / f"{g_idx}.msgpack")
     summary = _write_results(out, groups, timing, resumed, cfg)
     shutil.rmtree(out / PARTS, ignore_errors=True)
     return summary
@@ -192,7 +200,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
     n = len(runs)
     per_run = lambda key, fill=np.nan: _pad([d[key] for d in parts], fill)  # noqa: E731
     arrays = {
-        "run_id": np.arange(n),
+        "run_id": np.array([r["run_id"] for r in runs]),
         "seed": np.array([r["seed"] for r in runs]),
         "label": np.array([r["label"] for r in runs]),
         "learning_rate": np.array([r["learning_rate"] for r in runs], np.float64),
@@ -231,7 +239,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
     assert arrays["eval_loss"].shape == (n, e_max)
 
     results, row = [], 0
-    for group, d in zip(groups, parts, strict=True):
+    for g_idx, (group, d) in enumerate(zip(groups, parts, strict=True)):
         R = len(group["runs"])
         step_time = float(d["step_time_s"])
         for i, run in enumerate(group["runs"]):
@@ -270,6 +278,8 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
                     "time_per_step_s": step_time / R,
                     "group_step_time_s": step_time,
                     "group_runs": R,
+                    "params_file": f"params/{g_idx}.msgpack",
+                    "params_row": i,
                 }
             )
             row += 1
@@ -293,6 +303,48 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
+
+
+class Trained(NamedTuple):
+    """One trained run of a run directory: its ``summary.json`` entry, its ``Model`` and ``params``."""
+
+    run: dict
+    model: training.Model
+    params: dict
+    task: object
+
+
+def load_trained(run_dir) -> list[Trained]:
+    """The trained runs of a training run directory, in ``summary.json`` order.
+
+    Rebuilds each group's model from ``config.yaml`` and restores ``params/<group>.msgpack``; a run's
+    params are its row. Example::
+
+        lstm = [t for t in load_trained("runs/adding") if t.run["cell"] == "lstm"][0]
+        outputs = lstm.model.apply(lstm.params, xs)   # xs: [T, B, I] -> [T, B, O]
+    """
+    import jax
+
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    groups = plan(cfgmod.load_config(run_dir / "config.yaml"))
+    out = []
+    for g_idx, group in enumerate(groups):
+        task = group["task"].build()
+        make = _make_model(group, task)
+        data = (run_dir / "params" / f"{g_idx}.msgpack").read_bytes()
+        for i, run in enumerate(group["runs"]):
+            model = make({k: run["options"][k] for k in group["dynamic"]})
+            shapes = jax.eval_shape(lambda m=model, n=task.input_size: m.init(jax.random.key(0), n))
+            R = len(group["runs"])
+            target = jax.tree_util.tree_map(lambda a, n=R: np.zeros((n, *a.shape), a.dtype), shapes)
+            stacked = serialization.from_bytes(target, data)
+            params = jax.tree_util.tree_map(lambda a, row=i: a[row], stacked)
+            entry = summary["runs"][len(out)]  # summary.json lists the runs group by group
+            if entry["run_id"] != run["run_id"] or entry["params_row"] != i:
+                raise ValueError(f"{run_dir}: summary.json does not match config.yaml (run {len(out)})")
+            out.append(Trained(entry, model, params, task))
+    return out
 
 
 def setting_key(run: dict) -> str:
@@ -357,7 +409,7 @@ def _write_csv(out: Path, results: list[dict], arrays: dict) -> None:
             train = arrays["train_loss"][i, s] if s < arrays["train_loss"].shape[1] else np.nan
             writer.writerow(
                 [
-                    i,
+                    run["run_id"],
                     run["label"],
                     run["cell"],
                     run["seed"],

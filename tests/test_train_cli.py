@@ -110,6 +110,25 @@ def test_run_directory_of_a_training_config(trained):
     assert csv_rows[0].startswith("run_id,label,cell,seed") and len(csv_rows) > 8
 
 
+def test_trained_params_are_saved_and_restored(trained):
+    """load_trained gives each run's model and final params: scoring them on the held-out set
+    reproduces the run's final held-out loss in summary.json."""
+    import jax
+
+    from gradflow.train_experiment import load_trained
+    from gradflow.training import _EVAL_KEY
+
+    out, summary, _ = trained
+    loaded = load_trained(out)
+    assert [t.run for t in loaded] == summary["runs"]
+    assert sorted(p.name for p in (out / "params").iterdir()) == ["0.msgpack", "1.msgpack"]
+    for t in loaded:
+        batch = t.task.sample(jax.random.key(_EVAL_KEY), 128)
+        loss = float(t.task.loss(t.model.apply(t.params, batch.xs), batch))
+        assert loss == pytest.approx(t.run["final_eval_loss"], rel=1e-5)
+    assert not np.allclose(loaded[0].params["readout"]["w"], loaded[1].params["readout"]["w"])
+
+
 def test_plot_redraws_a_training_run(trained, tmp_path, capsys):
     out, _, _ = trained
     run = figures.load(out)

@@ -1,0 +1,400 @@
+"""The slide claims (issue 6, work in progress): each quoted with its deck and slide.
+
+Deck ``A``: ``000_b7f59c8cfd946d2a.txt`` ("Long Short-Term Memory (LSTM)", 32 slides).
+Deck ``B``: ``002_1648299e03ab4592.txt`` (Faraz & Abbasi, "Long Short Term Memory (LSTM)").
+Each claim names its experiment module in ``experiments/`` (``run``, ``verdict``, ``CRITERIA``);
+verdicts are ``reproduced``, ``reproduced under conditions`` or ``not reproduced`` and always come
+from the measured numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VERDICTS = ("reproduced", "reproduced under conditions", "not reproduced")
+
+
+@dataclass(frozen=True)
+class Quote:
+    deck: str  # "A" or "B"
+    slide: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One slide claim: what the slides say, what is measured and against which criterion."""
+
+    id: str
+    title: str
+    quotes: tuple[Quote, ...]
+    measured: str
+    criterion: str
+    experiment: str  # module name in experiments/
+
+
+CLAIMS = (
+    Claim(
+        "C1",
+        "errors multiply per step",
+        (
+            Quote(
+                "A",
+                5,
+                "Backpropagated errors multiply at each layer, resulting in exponential decay "
+                "(if Gradients < 1) growth (if Gradients > 1)",
+            ),
+        ),
+        "fitted ln-rate of ||dL/dh_t|| per step vs ln rho (linear RNN, W = rho Q) and vs mean-field "
+        "theory (tanh RNN sigma_w sweep); R^2 of the exponential fit",
+        "linear: |rate - ln rho| < 1e-3 for every rho; "
+        "tanh: sign(rate) = sign(theory), |diff| < 0.05, R^2 > 0.95",
+        "c01_errors_multiply",
+    ),
+    Claim(
+        "C2",
+        "the BPTT gradient is a product of Jacobians with tanh' in (0, 1]",
+        (Quote("B", 10, "dE3/dw = sum_k dE3/dy3 dy3/ds3 (prod_j ds_j/ds_{j-1}) ds_k/dw, tanh' in (0, 1]"),),
+        "explicit product of local Jacobians vs autodiff; ||J_t|| vs the Pascanu bound ||W|| gamma",
+        "relative difference < 1e-6 (float64); bound never exceeded",
+        "c02_bptt_product",
+    ),
+    Claim(
+        "C3",
+        "vanilla RNNs cannot learn long-distance dependencies, LSTM/GRU can",
+        (
+            Quote(
+                "A",
+                4,
+                "It is very difficult to train RNNs like Vanilla (with tanh/sigmoid activation) to "
+                "retain information over many time steps",
+            ),
+            Quote(
+                "B",
+                4,
+                "RNN is unable to learn to connect the information in large gap. LSTM don't have "
+                "large gap problem.",
+            ),
+        ),
+        "adding problem over T: held-out MSE / baseline and solved per cell and seed",
+        "LSTM and GRU solved on every seed, tanh RNN never below 0.5 x baseline",
+        "c03_long_dependencies",
+    ),
+    Claim(
+        "C4",
+        "exploding gradients make training unstable; clipping fixes it",
+        (Quote("B", 11, "Exploding Gradient: Increasing weights, Large errors, Unstability in the network"),),
+        "IRNN + SGD momentum on adding T=20 with and without clip_by_global_norm(1.0)",
+        "unclipped: diverged or spiking and unsolved on every seed; clipped: solved on every seed",
+        "c04_clipping",
+    ),
+    Claim(
+        "C5",
+        "non-saturating activations (ReLU) help",
+        (
+            Quote(
+                "A",
+                7,
+                "Use different activation functions that are not bounded: Recent works largely use "
+                "ReLU or their variants. No saturation, easy to optimize",
+            ),
+        ),
+        "gradient rate of ReLU RNNs (orthogonal, IRNN) vs tanh RNN at init; the IRNN's dead units "
+        "(zero at every step for every example) before and after training; adding results",
+        "reproduced: the IRNN's rate is >= 0.1 ln/step closer to 0 than the tanh RNN's and the IRNN "
+        "solves adding on every seed; under conditions: only the rate",
+        "c05_relu",
+    ),
+    Claim(
+        "C6",
+        "residual shortcuts preserve gradient flow through depth",
+        (
+            Quote("A", 8, "Can preserve gradient flow throughout the entire depth of the network"),
+            Quote("A", 8, "Possible to train more than 100 layers by simply stacking residual blocks"),
+        ),
+        "log10(||dL/dx_0|| / ||dL/dx_L||) at init, tanh stacks, L in {10, 50, 100, 200}: residual "
+        "(alpha = 1/sqrt(L)) +/- batch norm vs plain at the same init (sigma_w = 1, critical), at "
+        "sigma_w^2 = 0.5, + batch norm, + layer norm, against mean field; 128-layer residual vs plain "
+        "vs plain + BN MLP, Adam on a random-teacher regression, final MSE / var(y)",
+        "residual (+/- BN): input gradient within 10x of the output gradient at L = 200 and 128 layers "
+        "train to MSE / var(y) < 0.1, while no plain variant keeps its gradient within 10x or trains; "
+        "under conditions if a plain variant does either",
+        "c06_residual",
+    ),
+    Claim(
+        "C7",
+        "the LSTM cell state carries the gradient",
+        (
+            Quote(
+                "A",
+                14,
+                "The key to LSTMs is the cell state ... It runs straight down the entire chain, "
+                "with only some minor linear interactions",
+            ),
+            Quote("B", 15, "Cell state: Like a conveyor belt. It runs straight down the entire chain"),
+        ),
+        "decay rate of the c-path (and h-path) gradient against the forget bias at init, and of an LSTM "
+        "before/after training on adding",
+        "keeps the gradient = rate >= -0.05 ln/step (half-life > 14 steps); reproduced: at every "
+        "forget bias and after training; under conditions: only at some biases or after training",
+        "c07_cell_state",
+    ),
+    Claim(
+        "C8",
+        "gates regulate the flow",
+        (
+            Quote("A", 15, "Gates control the flow of information to/from the memory"),
+            Quote(
+                "A",
+                32,
+                "By adding \u201cgates\u201d to an RNN, we can prevent the vanishing/exploding "
+                "gradient problem.",
+            ),
+        ),
+        "no forget / input / output gate ablations: gradient rate at init and adding results",
+        "removing a gate changes the init rate by >= 0.05 ln/step, or the task result (solved runs, "
+        "or solve step by >= 2x)",
+        "c08_gates",
+    ),
+    Claim(
+        "C9",
+        "GRU has fewer parameters and trains faster",
+        (Quote("A", 31, "GRU has significantly fewer parameters and trains faster"),),
+        "parameter counts (exact), time per train step, steps to solve the adding problem",
+        "params: GRU = 3/4 of LSTM weights; faster: reported as found (time per step and steps to solve)",
+        "c09_gru",
+    ),
+    Claim(
+        "C10",
+        "LSTM variants perform about the same",
+        (Quote("B", 26, "LSTM Variations Comparison: They're all about the same in performance"),),
+        "solve step and final loss over 5 seeds per Greff et al. variant",
+        "every variant solves within 2x of vanilla's median solve step",
+        "c10_variants",
+    ),
+    Claim(
+        "C11",
+        "deep (stacked) LSTMs; dropout only on non-recurrent edges",
+        (Quote("A", 28, "Dropout usually applied only to non-recurrent edges, including between layers"),),
+        "2-layer LSTM on adding, dropout 0.25 on the upward edges, on h_{t-1} (fresh mask per step, or "
+        "one per sequence) or on c_{t-1}: held-out loss / baseline, solved, gradient rate at init",
+        "reproduced: upward dropout solves (<= 0.3 x baseline) and every recurrent placement fails "
+        "(>= 0.5); under conditions: only some recurrent placements fail",
+        "c11_stacked",
+    ),
+    Claim(
+        "C12",
+        "bidirectional LSTMs use future context",
+        (Quote("A", 29, "Bidirectional RNNs can better exploit context in both directions"),),
+        "lookahead task: unidirectional vs bidirectional LSTM",
+        "bidirectional solved, unidirectional at the baseline",
+        "c12_bidirectional",
+    ),
+    Claim(
+        "C13",
+        "trained LSTMs/GRUs retain state longer",
+        (
+            Quote(
+                "A",
+                32,
+                "Trained LSTMs/GRUs can retain state information longer and handle long-distance "
+                "dependencies.",
+            ),
+        ),
+        "gradient decay rate (half-life) and top Lyapunov exponent of the carry dynamics before vs "
+        "after training on the adding problem",
+        "both rise by >= 0.02 ln/step for every LSTM and GRU setting (under conditions: for some)",
+        "c13_retention",
+    ),
+    Claim(
+        "C14",
+        "the slides' architectures: encoder-decoder and CNN-LSTM",
+        (
+            Quote(
+                "A",
+                25,
+                'Encoder/Decoder framework maps one sequence to a "deep vector" then another LSTM '
+                "maps this vector to an output sequence.",
+            ),
+            Quote(
+                "B",
+                27,
+                "CNN-LSTM: an LSTM architecture specifically designed for sequence prediction "
+                "problems with spatial inputs, like images or videos.",
+            ),
+        ),
+        "seq2seq copy task (8 symbols, LSTM 64, teacher forcing), source normal vs reversed, paired "
+        "seeds: log10 ||dL_j/dx_src(j)|| per target position at init and after training; held-out "
+        "loss / ln 8; gradient of the decoder loss per encoder step. CNN-LSTM (flax conv per frame, "
+        "then an LSTM): decay rate of ||dL/dframe_t|| vs the same LSTM fed the features",
+        "reversal raises the first 3 targets' gradient at init by >= 0.3 decades at every source "
+        "length and trains at least as well; every CNN-LSTM frame gets a finite gradient with a "
+        "per-frame rate within 10% of its LSTM's; not reproduced if the reversal gain is missing",
+        "c14_architectures",
+    ),
+)
+
+
+def get(claim_id: str) -> Claim:
+    """The claim ``claim_id`` ('C1'...'C14'); ValueError lists the ids."""
+    for claim in CLAIMS:
+        if claim.id == claim_id:
+            return claim
+    raise ValueError(f"unknown claim {claim_id!r}; choose from {[c.id for c in CLAIMS]}")
+
+
+# ------------------------------------------------------------------------------------- running claims
+@dataclass
+class Result:
+    """A claim's outcome: verdict, one-line measured text, the numbers, the criteria used, the figure."""
+
+    id: str
+    verdict: str
+    measured: str
+    numbers: dict
+    criteria: dict
+    figure: str | None
+    seconds: float
+    runs: list
+
+
+def experiments_dir():
+    """``./experiments`` if present, else the source checkout's ``experiments/``."""
+    from pathlib import Path
+
+    import gradflow
+
+    for folder in (Path("experiments"), Path(gradflow.__file__).resolve().parents[1] / "experiments"):
+        if folder.is_dir():
+            return folder
+    raise FileNotFoundError("no experiments/ folder: run gradflow claims from the gradflow checkout")
+
+
+def load_experiment(name: str):
+    """Import ``experiments/<name>.py`` (by path: experiments/ is not a package)."""
+    import importlib.util
+    import sys
+
+    folder = experiments_dir()
+    if str(folder) not in sys.path:  # the experiments share helpers (_runs.py)
+        sys.path.insert(0, str(folder))
+    path = folder / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the experiment of this claim is missing")
+    spec = importlib.util.spec_from_file_location(f"gradflow_experiments.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_claim(claim: Claim, out, *, quick: bool = False, criteria: dict | None = None) -> Result:
+    """Run ``claim``'s experiment into ``out/<id>/`` and judge it (``criteria`` override its defaults)."""
+    import time
+    from pathlib import Path
+
+    module = load_experiment(claim.experiment)
+    folder = Path(out) / claim.id
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    numbers = module.run(folder, quick)
+    used = {**module.CRITERIA, **(criteria or {})}
+    verdict, measured = module.verdict(numbers, used)
+    if verdict not in VERDICTS:
+        raise ValueError(f"{claim.experiment}.verdict returned {verdict!r}; expected one of {VERDICTS}")
+    figure = numbers.pop("figure", None)
+    runs = numbers.pop("runs", [])
+    return Result(claim.id, verdict, measured, numbers, used, figure, time.perf_counter() - t0, runs)
+
+
+def _rel_or_abs(path, out) -> str:
+    """``path`` relative to the report directory when it lies inside it, else absolute."""
+    from pathlib import Path
+
+    path, out = Path(path).resolve(), Path(out).resolve()
+    return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
+
+
+def _finite(value):
+    """JSON-ready copy: numpy scalars to Python, NaN/inf to None (claims.json stays valid JSON)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_report(results: list[Result], out) -> list:
+    """``report.md`` (table, then a section per claim), ``claims.json`` and ``report.html`` in ``out``."""
+    import html
+    import json
+    from pathlib import Path
+
+    out = Path(out)
+    by_id = {c.id: c for c in CLAIMS}
+    rel = lambda p: None if p is None else Path(p).resolve().relative_to(out.resolve()).as_posix()  # noqa: E731
+    lines = [
+        "# Slide claims, measured",
+        "",
+        "| claim | slide | measured | criterion | verdict | figure |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        c = by_id[r.id]
+        slides = ", ".join(f"{q.deck}{q.slide}" for q in c.quotes)
+        fig = f"[{rel(r.figure)}]({rel(r.figure)})" if r.figure else "-"
+        lines.append(
+            f"| {c.id} {c.title} | {slides} | {r.measured} | {c.criterion} | **{r.verdict}** | {fig} |"
+        )
+    for r in results:
+        c = by_id[r.id]
+        lines += ["", f"## {c.id}: {c.title}", ""]
+        lines += [f"> {q.text} (deck {q.deck}, slide {q.slide})" for q in c.quotes]
+        lines += ["", f"- measured: {c.measured}", f"- criterion: {c.criterion} (thresholds: {r.criteria})"]
+        lines += [f"- result: {r.measured}", f"- verdict: **{r.verdict}** ({r.seconds:.0f} s)"]
+        if r.runs:
+            lines.append("- numbers from: " + ", ".join(f"`{_rel_or_abs(p, out)}`" for p in r.runs))
+        if r.figure:
+            lines += ["", f"![{c.id}]({rel(r.figure)})"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    payload = [
+        {
+            "id": r.id,
+            "title": by_id[r.id].title,
+            "slides": [{"deck": q.deck, "slide": q.slide, "text": q.text} for q in by_id[r.id].quotes],
+            "verdict": r.verdict,
+            "measured": r.measured,
+            "criterion": by_id[r.id].criterion,
+            "criteria": r.criteria,
+            "numbers": r.numbers,
+            "figure": rel(r.figure),
+            "runs": [_rel_or_abs(p, out) for p in r.runs],
+            "seconds": r.seconds,
+        }
+        for r in results
+    ]
+    (out / "claims.json").write_text(json.dumps(_finite(payload), indent=2, allow_nan=False))
+    body = ["<h1>Slide claims, measured</h1>"]
+    for r in results:
+        c = by_id[r.id]
+        body.append(f"<h2>{html.escape(c.id)}: {html.escape(c.title)} &mdash; {html.escape(r.verdict)}</h2>")
+        body += [
+            f"<blockquote>{html.escape(q.text)} (deck {q.deck}, slide {q.slide})</blockquote>"
+            for q in c.quotes
+        ]
+        body.append(f"<p>{html.escape(r.measured)}</p><p><i>criterion:</i> {html.escape(c.criterion)}</p>")
+        if r.figure:
+            body.append(f'<img src="{html.escape(rel(r.figure))}" style="max-width:100%">')
+    (out / "report.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>gradflow claims</title>\n" + "\n".join(body)
+    )
+    return [out / "report.md", out / "claims.json", out / "report.html"]
