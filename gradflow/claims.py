@@ -283,7 +283,12 @@ def load_experiment(name: str):
         raise FileNotFoundError(f"{path}: the experiment of this claim is missing")
     spec = importlib.util.spec_from_file_location(f"gradflow_experiments.{name}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[spec.name] = module  # registered first, as an import does (dataclasses look it up)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[spec.name]
+        raise
     return module
 
 

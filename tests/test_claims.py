@@ -262,3 +262,17 @@ def test_lstm_variants_without_input_gate_cannot_add(report):
     H, I = 32, 2
     assert count["vanilla"] == count["NOAF"] == 4 * (I * H + H * H + H) + H + 1
     assert count["NIG"] == count["NFG"] == 3 * (I * H + H * H + H) + H + 1  # one gate fewer
+
+
+def test_an_experiment_loads_like_an_imported_module(tmp_path, monkeypatch):
+    """experiments/<name>.py is registered in sys.modules while it runs (dataclasses need that)."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "c99_probe.py").write_text(
+        "from __future__ import annotations\n"
+        "import dataclasses\n\n\n"
+        "@dataclasses.dataclass\n"
+        "class Probe:\n"
+        "    x: int = 1\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert claims.load_experiment("c99_probe").Probe().x == 1
