@@ -7,6 +7,7 @@ import jax
 import numpy as np
 
 from gradflow import run_config
+from gradflow.train_experiment import setting_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,12 +23,28 @@ def config_run(name: str, out: Path, quick: bool, overrides=()) -> tuple[Path, d
 
 
 def by_label(summary: dict) -> dict:
-    """``{label (point): [runs]}`` of a training summary."""
+    """``{setting (label and sweep point): [runs]}`` of a training summary."""
     out: dict = {}
     for run in summary["runs"]:
-        point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in run["point"].items())
-        out.setdefault(f"{run['label']} ({point})" if point else run["label"], []).append(run)
+        out.setdefault(setting_key(run), []).append(run)
     return out
+
+
+def settings(summary: dict) -> dict:
+    """``{setting: row}`` from a training summary's per-setting medians over seeds: ``cell``,
+    ``median_final_ratio``, ``solved`` (runs), ``seeds`` (count), ``median_solved_step`` (None:
+    never), ``params``."""
+    return {
+        s["label"]: {
+            "cell": s["cell"],
+            "median_final_ratio": s["median_final_ratio"],
+            "solved": s["solved"],
+            "seeds": len(s["seeds"]),
+            "median_solved_step": s["median_solved_step"],
+            "params": s["param_count"],
+        }
+        for s in summary["settings"]
+    }
 
 
 def median(values) -> float:

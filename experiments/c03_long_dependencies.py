@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from _runs import by_label, config_run, median
+from _runs import config_run, settings
 
 CRITERIA = {"gated_max_ratio": 0.1, "vanilla_min_ratio": 0.5}
 
@@ -11,16 +11,7 @@ CRITERIA = {"gated_max_ratio": 0.1, "vanilla_min_ratio": 0.5}
 def run(out: Path, quick: bool) -> dict:
     run_dir, summary = config_run("adding", out, quick)
     shutil.copy(run_dir / "learning.png", out / "c03.png")
-    rows = {
-        label: {
-            "cell": runs[0]["cell"],
-            "median_final_ratio": median(r["final_ratio"] for r in runs),
-            "solved": sum(r["solved"] for r in runs),
-            "seeds": len(runs),
-            "median_solved_step": median(r["solved_step"] for r in runs if r["solved"]),
-        }
-        for label, runs in by_label(summary).items()
-    }
+    rows = settings(summary)
     return {"settings": rows, "figure": str(out / "c03.png"), "runs": [str(run_dir)]}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _runs import by_label, config_run, initial_params, median
+from _runs import config_run, initial_params, median, settings
 
 from gradflow import cells, gradient_flow, unroll
 from gradflow.train_experiment import load_trained
@@ -59,15 +59,7 @@ def run(out: Path, quick: bool) -> dict:
     }
     run_dir, summary = config_run("adding", out, quick)
     shutil.copy(run_dir / "learning.png", out / "c05.png")
-    task = {
-        label: {
-            "median_final_ratio": median(r["final_ratio"] for r in runs),
-            "solved": sum(r["solved"] for r in runs),
-            "seeds": len(runs),
-        }
-        for label, runs in by_label(summary).items()
-        if label.startswith(("tanh RNN", "IRNN"))
-    }
+    task = {label: row for label, row in settings(summary).items() if label.startswith(("tanh RNN", "IRNN"))}
     return {
         "at_init": at_init,
         "adding": task,

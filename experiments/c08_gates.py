@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-from _runs import by_label, config_run, median
+from _runs import config_run, settings
 
 from gradflow import cells, gradient_flow
 
@@ -32,15 +32,7 @@ def run(out: Path, quick: bool) -> dict:
     at_init = {name: _rate(T, options) for name, options in ABLATIONS.items()}
     run_dir, summary = config_run("lstm_variants", out, quick)
     shutil.copy(run_dir / "learning.png", out / "c08.png")
-    task = {
-        label: {
-            "solved": sum(r["solved"] for r in runs),
-            "seeds": len(runs),
-            "median_solved_step": median(r["solved_step"] for r in runs if r["solved"]),
-        }
-        for label, runs in by_label(summary).items()
-        if label in ABLATIONS
-    }
+    task = {label: row for label, row in settings(summary).items() if label in ABLATIONS}
     return {"rate_at_init": at_init, "adding": task, "figure": str(out / "c08.png"), "runs": [str(run_dir)]}
 
 

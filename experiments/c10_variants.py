@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from _runs import by_label, config_run, median
+from _runs import config_run, settings
 
 CRITERIA = {"max_slowdown": 2.0}
 
@@ -11,16 +11,7 @@ CRITERIA = {"max_slowdown": 2.0}
 def run(out: Path, quick: bool) -> dict:
     run_dir, summary = config_run("lstm_variants", out, quick)
     shutil.copy(run_dir / "learning.png", out / "c10.png")
-    rows = {
-        label: {
-            "solved": sum(r["solved"] for r in runs),
-            "seeds": len(runs),
-            "median_solved_step": median(r["solved_step"] for r in runs if r["solved"]),
-            "median_final_ratio": median(r["final_ratio"] for r in runs),
-            "params": runs[0]["param_count"],
-        }
-        for label, runs in by_label(summary).items()
-    }
+    rows = settings(summary)
     return {"settings": rows, "figure": str(out / "c10.png"), "runs": [str(run_dir)]}
 
 

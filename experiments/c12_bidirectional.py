@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from _runs import by_label, config_run, median
+from _runs import config_run, settings
 
 CRITERIA = {"bidirectional_max_ratio": 0.3, "unidirectional_min_ratio": 0.9}
 
@@ -12,13 +12,8 @@ def run(out: Path, quick: bool) -> dict:
     run_dir, summary = config_run("bidirectional", out, quick)
     shutil.copy(run_dir / "learning.png", out / "c12.png")
     rows = {
-        label: {
-            "median_final_ratio": median(r["final_ratio"] for r in runs),
-            "solved": sum(r["solved"] for r in runs),
-            "seeds": len(runs),
-            "bidirectional": runs[0]["cell"] == "bidirectional",
-        }
-        for label, runs in by_label(summary).items()
+        label: {**row, "bidirectional": row["cell"] == "bidirectional"}
+        for label, row in settings(summary).items()
     }
     return {"settings": rows, "figure": str(out / "c12.png"), "runs": [str(run_dir)]}
 

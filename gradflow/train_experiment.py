@@ -332,13 +332,13 @@ def load_trained(run_dir) -> list[Trained]:
     for g_idx, group in enumerate(groups):
         task = group["task"].build()
         make = _make_model(group, task)
-        data = (run_dir / "params" / f"{g_idx}.msgpack").read_bytes()
+        R = len(group["runs"])  # runs of a group share shapes: restore the group's file once
+        probe = make({k: group["runs"][0]["options"][k] for k in group["dynamic"]})
+        shapes = jax.eval_shape(lambda m=probe, n=task.input_size: m.init(jax.random.key(0), n))
+        target = jax.tree_util.tree_map(lambda a, n=R: np.zeros((n, *a.shape), a.dtype), shapes)
+        stacked = serialization.from_bytes(target, (run_dir / "params" / f"{g_idx}.msgpack").read_bytes())
         for i, run in enumerate(group["runs"]):
             model = make({k: run["options"][k] for k in group["dynamic"]})
-            shapes = jax.eval_shape(lambda m=model, n=task.input_size: m.init(jax.random.key(0), n))
-            R = len(group["runs"])
-            target = jax.tree_util.tree_map(lambda a, n=R: np.zeros((n, *a.shape), a.dtype), shapes)
-            stacked = serialization.from_bytes(target, data)
             params = jax.tree_util.tree_map(lambda a, row=i: a[row], stacked)
             entry = summary["runs"][len(out)]  # summary.json lists the runs group by group
             if entry["run_id"] != run["run_id"] or entry["params_row"] != i:

@@ -27,3 +27,23 @@ def cli_argv(*argv):
     import sys
 
     return [sys.executable, "-m", "gradflow.cli", *argv]
+
+
+def load_run(out):
+    """A run directory's ``(summary.json, results.npz arrays)``; every listed figure must be drawn."""
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    with np.load(out / "results.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    for fig in summary["figures"]:
+        assert (out / fig).stat().st_size > 1000, fig
+    return summary, arrays
+
+
+def runs_by_label(summary):
+    """``{label: [runs]}`` of a summary (sweep points pooled)."""
+    out = {}
+    for run in summary["runs"]:
+        out.setdefault(run["label"], []).append(run)
+    return out

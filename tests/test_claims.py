@@ -9,9 +9,11 @@ import time
 
 import numpy as np
 import pytest
+from conftest import load_run, runs_by_label
 
 from gradflow import claims
 from gradflow.cli import main
+from gradflow.train_experiment import setting_key
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -139,8 +141,7 @@ def _final_ratios(run_dir):
     for run in summary["runs"]:
         i = run_id.index(run["run_id"])
         last = loss[i][np.isfinite(loss[i])][-1]
-        point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in run["point"].items())
-        rows.setdefault(f"{run['label']} ({point})" if point else run["label"], []).append(last / base[i])
+        rows.setdefault(setting_key(run), []).append(last / base[i])
     return rows
 
 
@@ -192,26 +193,14 @@ def test_claims_cli_errors(tmp_path, capsys):
 def shipped_run(report, name):
     """``configs/<name>.yaml --quick`` as the claims report ran it (``DIR/runs/<name>_quick``)."""
     out = report[0] / "runs" / f"{name}_quick"
-    summary = json.loads((out / "summary.json").read_text())
-    with np.load(out / "results.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    for fig in summary["figures"]:
-        assert (out / fig).stat().st_size > 1000, fig
-    return out, summary, arrays
-
-
-def _by_label(summary):
-    out = {}
-    for run in summary["runs"]:
-        out.setdefault(run["label"], []).append(run)
-    return out
+    return out, *load_run(out)
 
 
 def test_adding_gated_cells_learn_where_tanh_does_not(report):
     """The reduced adding problem (T = 50, hidden 32, 1000 Adam steps, 2 seeds): LSTM and GRU get far
     below the 1/6 baseline, the tanh RNN stays near it (IRNN is not gated on: SCIENCE.md)."""
     _out, summary, _arrays = shipped_run(report, "adding")
-    runs = _by_label(summary)
+    runs = runs_by_label(summary)
     assert set(runs) == {"tanh RNN", "IRNN", "LSTM", "GRU"} and summary["compiles"] == 4
     for label in ("LSTM", "GRU"):
         for run in runs[label]:
@@ -246,7 +235,7 @@ def test_clipping_tames_the_exploding_set_up(report):
 
 def test_bidirectional_uses_the_future(report):
     _out, summary, _arrays = shipped_run(report, "bidirectional")
-    runs = _by_label(summary)
+    runs = runs_by_label(summary)
     assert runs["LSTM"][0]["final_ratio"] > 0.9  # a causal model cannot see the target
     assert runs["bidirectional LSTM"][0]["final_ratio"] < 0.3
     assert summary["runs"][0]["baseline"] == pytest.approx(np.log(8))
@@ -254,7 +243,7 @@ def test_bidirectional_uses_the_future(report):
 
 def test_lstm_variants_without_input_gate_cannot_add(report):
     _out, summary, _arrays = shipped_run(report, "lstm_variants")
-    runs = _by_label(summary)
+    runs = runs_by_label(summary)
     assert set(runs) == {"vanilla", "NIG", "NFG", "NOAF"} and summary["compiles"] == 4
     assert runs["vanilla"][0]["solved"]
     assert not runs["NIG"][0]["solved"] and runs["NIG"][0]["final_ratio"] > 0.8

@@ -1,10 +1,10 @@
 """Every config in configs/ runs through the CLI at --quick size, and its numbers make sense."""
 
-import json
 import pathlib
 
 import numpy as np
 import pytest
+from conftest import load_run, runs_by_label
 
 from gradflow import config as cfgmod
 from gradflow import theory
@@ -29,12 +29,7 @@ REQUIRED = {
 def _run(name, tmp_path, *extra):
     out = tmp_path / name
     assert main(["run", str(ROOT / "configs" / f"{name}.yaml"), "--quick", "-o", str(out), *extra]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    with np.load(out / "results.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    for fig in summary["figures"]:
-        assert (out / fig).stat().st_size > 1000, fig
-    return out, summary, arrays
+    return out, *load_run(out)
 
 
 def _rate(summary, **point):
@@ -148,17 +143,10 @@ def test_compare_cells(tmp_path):
 
 
 # ------------------------------------------------------------------------------ training configs
-def _by_label(summary):
-    out = {}
-    for run in summary["runs"]:
-        out.setdefault(run["label"], []).append(run)
-    return out
-
-
 @pytest.mark.slow
 def test_copy_gated_cells_beat_the_memoryless_baseline(tmp_path):
     _out, summary, _arrays = _run("copy", tmp_path)
-    runs = _by_label(summary)
+    runs = runs_by_label(summary)
     assert runs["GRU"][0]["final_ratio"] < 0.3 and runs["LSTM"][0]["final_ratio"] < 0.6
     assert runs["tanh RNN"][0]["final_ratio"] > 0.8 and not runs["tanh RNN"][0]["solved"]
     # 5 symbols of 8 recalled over T = lag + 2 x length = 20 steps
