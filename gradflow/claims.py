@@ -292,16 +292,28 @@ def load_experiment(name: str):
     return module
 
 
-def run_claim(claim: Claim, out, *, quick: bool = False, criteria: dict | None = None) -> Result:
-    """Run ``claim``'s experiment into ``out/<id>/`` and judge it (``criteria`` override its defaults)."""
+def run_claim(
+    claim: Claim, out, *, quick: bool = False, criteria: dict | None = None, manifest=None
+) -> Result:
+    """Run ``claim``'s experiment into ``out/<id>/`` and judge it (``criteria`` override its defaults).
+
+    ``manifest`` (``open_report``'s) lists what the experiment wrote: its folder and the run
+    directories under ``out/runs`` are gradflow's scratch while it runs, then listed file by file.
+    """
     import time
     from pathlib import Path
 
     module = load_experiment(claim.experiment)
     folder = Path(out) / claim.id
+    if manifest is not None:
+        manifest.record(claim.id, "runs", kind="scratch")
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    numbers = module.run(folder, quick)
+    try:
+        numbers = module.run(folder, quick)
+    finally:
+        if manifest is not None:
+            _record_outputs(manifest, folder)
     used = {**module.CRITERIA, **(criteria or {})}
     verdict, measured = module.verdict(numbers, used)
     if verdict not in VERDICTS:
@@ -309,6 +321,47 @@ def run_claim(claim: Claim, out, *, quick: bool = False, criteria: dict | None =
     figure = numbers.pop("figure", None)
     runs = numbers.pop("runs", [])
     return Result(claim.id, verdict, measured, numbers, used, figure, time.perf_counter() - t0, runs)
+
+
+def _record_outputs(manifest, folder) -> None:
+    """List the files a claim wrote in ``folder`` and the run directories in ``runs/``."""
+    from gradflow import rundir
+
+    root = manifest.root
+    files = [p for p in folder.rglob("*") if p.is_file() or p.is_symlink()]
+    manifest.record(*files)
+    runs = root / "runs"
+    done = [p for p in runs.iterdir() if rundir.Manifest.read(p) is not None] if runs.is_dir() else []
+    manifest.record(*done, kind="rundir")
+    manifest.entries.pop(folder.relative_to(root).as_posix(), None)
+    manifest.save()
+
+
+def open_report(out, force: bool):
+    """Open the report directory ``out`` (``gradflow.rundir`` rules); ``force`` first removes the
+    report gradflow wrote there before. Returns its ``rundir.Manifest``."""
+    from pathlib import Path
+
+    from gradflow import rundir
+
+    manifest, existed = rundir.open_dir(Path(out), "claims")
+    if existed and manifest.entries:
+        if not force:
+            raise rundir.RunDirError(
+                f"{out}: holds a claims report; pass --force to replace it (only files gradflow wrote "
+                "are removed) or choose another -o"
+            )
+        manifest.remove()
+    return manifest
+
+
+def finish_report(results: list[Result], manifest) -> list:
+    """``write_report`` into the manifest's directory, listing its files; the report is complete."""
+    manifest.record("report.md", "claims.json", "report.html")
+    written = write_report(results, manifest.root)
+    manifest.entries.pop("runs", None)  # the run directories are listed one by one
+    manifest.save()
+    return written
 
 
 def _rel_or_abs(path, out) -> str:

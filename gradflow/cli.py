@@ -223,6 +223,7 @@ def _cmd_run(args) -> int:
                     progress=progress,
                     step_progress=step_progress,
                     should_stop=lambda: stop.requested,
+                    source=args.config,
                 )
         except (experiment.RunDirError, cfgmod.ConfigError) as err:
             raise CliError(str(err)) from None
@@ -308,7 +309,7 @@ def _half_life(rate: float, life: float) -> str:
 def _cmd_plot(args) -> int:
     from pathlib import Path
 
-    from gradflow import figures
+    from gradflow import experiment, figures, rundir
 
     dirs = [Path(d) for d in args.run_dirs]
     if args.output is None and len(dirs) > 1:
@@ -318,22 +319,30 @@ def _cmd_plot(args) -> int:
         runs = [figures.load(d) for d in dirs]
     except figures.RunFilesError as err:
         raise CliError(str(err)) from None
-    own = set(runs[0].figures) if args.output is None else set()  # a run's own figures may be redrawn
-    clash = (
-        sorted(
-            p.name
-            for p in out.glob("*")
-            if p.stem in figures.NAMES and p.suffix[1:] in args.format and p.name not in own
-        )
-        if out.is_dir()
-        else []
-    )
-    if clash and not args.force:
-        raise CliError(f"{out}: would overwrite {', '.join(clash)}; pass --force or choose another -o")
-    if out.exists() and not out.is_dir():
-        raise CliError(f"{out}: exists and is not a directory")
+    formats = tuple(args.format)
     try:
-        written = figures.draw(runs, out, tuple(args.format))
+        if args.output is None:  # a run's own figures are redrawn in place
+            manifest = rundir.Manifest.read(out)
+            allowed = set(runs[0].figures) | (set(manifest.entries) if manifest else set())
+        else:
+            manifest, _ = rundir.open_dir(out, "figures", protect=[(d, "a run being plotted") for d in dirs])
+            allowed = set(manifest.entries) if args.force else set()
+    except rundir.RunDirError as err:
+        raise CliError(str(err)) from None
+    targets = [f"{stem}.{fmt}" for stem in experiment.FIGURE_STEMS for fmt in formats]
+    clash = sorted(name for name in targets if (out / name).exists() and name not in allowed)
+    if clash:
+        owned = manifest is not None and all(name in manifest.entries for name in clash)
+        hint = (
+            "pass --force or choose another -o" if owned else "which gradflow did not write; use another -o"
+        )
+        raise CliError(f"{out}: would overwrite {', '.join(clash)}; {hint}")
+    try:
+        if manifest is not None:
+            manifest.record(*targets)
+        written = figures.draw(runs, out, formats)
+        if manifest is not None:
+            manifest.remove([t for t in targets if not (out / t).exists()])  # listed: what exists
     except OSError as err:
         raise CliError(f"{out}: cannot write the figures ({err.strerror})") from None
     print("\n".join(str(p) for p in written))
@@ -446,14 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_claims(args) -> int:
-    import shutil
     from pathlib import Path
 
     from rich.console import Console
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
-    from gradflow import claims
+    from gradflow import claims, rundir
 
     ids = (
         [c.id for c in claims.CLAIMS]
@@ -468,11 +476,10 @@ def _cmd_claims(args) -> int:
     if missing:
         raise CliError(f"no experiment yet for {', '.join(missing)}; run the others with --only")
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()):
-        if not args.force:
-            raise CliError(f"{out}: is not empty; pass --force to overwrite it or -o to choose another")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = claims.open_report(out, args.force)
+    except rundir.RunDirError as err:
+        raise CliError(str(err)) from None
     results, failed = [], []
     columns = [*Progress.get_default_columns()[:-1], MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=True) as bar:
@@ -480,14 +487,14 @@ def _cmd_claims(args) -> int:
         for claim in chosen:
             bar.update(task, description=f"{claim.id}: {claim.title}")
             try:
-                results.append(claims.run_claim(claim, out, quick=args.quick))
+                results.append(claims.run_claim(claim, out, quick=args.quick, manifest=manifest))
             except Exception as err:  # an experiment that fails is reported, the others still run
                 failed.append(
                     f"{claim.id} ({claim.experiment}.py): {type(err).__name__}: {err}".splitlines()[0]
                 )
             bar.advance(task)
     if results:
-        claims.write_report(results, out)
+        claims.finish_report(results, manifest)
     console = Console() if Console().is_terminal else Console(width=140)
     table = Table(title=f"slide claims ({out}/report.md)")
     for col in ("claim", "verdict", "measured"):

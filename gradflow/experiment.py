@@ -14,11 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import jax
@@ -26,27 +22,9 @@ import numpy as np
 
 from gradflow import config as cfgmod
 from gradflow import figures, sweep, theory
+from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, provenance, write_npz
 
-PARTS = ".parts"
-
-
-class RunDirError(ValueError):
-    """The output directory cannot be used (one-line message)."""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def write_npz(path: Path, arrays: dict) -> None:
-    """``np.savez`` of ``arrays`` to ``path``, atomically."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write(path, buf.getvalue())
+__all__ = ["PARTS", "RunDirError", "atomic_write", "json_number", "plan", "run_config", "run_experiment"]
 
 
 def load_parts(out: Path, groups: list[dict]) -> tuple[list, list[dict]]:
@@ -57,20 +35,6 @@ def load_parts(out: Path, groups: list[dict]) -> tuple[list, list[dict]]:
             parts.append({k: data[k] for k in data.files})
         runs.extend(group["runs"])
     return runs, parts
-
-
-def provenance() -> dict:
-    """What made the numbers: package versions, device, git commit (for summary.json)."""
-    return {
-        "versions": {"jax": jax.__version__, "flax": _version("flax"), "gradflow": _version("gradflow")},
-        "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
-        "git_commit": _git_commit(),
-    }
-
-
-def json_number(x: float | None) -> float | None:
-    """JSON has no NaN or inf: ``None`` for those (theory that does not apply, a diverged run)."""
-    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def plan(cfg: cfgmod.Config) -> list[dict]:
@@ -123,27 +87,6 @@ def _steps(spec: cfgmod.CellSpec, inputs: cfgmod.Inputs) -> tuple[int, str]:
     return int(jax.tree_util.tree_leaves(shapes)[0].shape[0]), "depth"
 
 
-def prepare_dir(out: Path, cfg_text: str, force: bool) -> bool:
-    """Create or reuse ``out``; return True when resuming an interrupted run of the same config."""
-    if out.exists() and not out.is_dir():
-        raise RunDirError(f"{out}: exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        old = out / "config.yaml"
-        same = old.is_file() and old.read_text() == cfg_text
-        if same and not (out / "summary.json").exists() and not force:
-            return True
-        if not force:
-            why = "holds a finished run" if same else "is not empty"
-            raise RunDirError(f"{out}: {why}; pass --force to overwrite it or -o to choose another")
-        shutil.rmtree(out)
-    try:
-        (out / PARTS).mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.yaml", cfg_text.encode())
-    except OSError as err:
-        raise RunDirError(f"{out}: cannot write there ({err.strerror})") from None
-    return False
-
-
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -177,24 +120,27 @@ def run_experiment(
     progress=None,
     step_progress=None,
     should_stop=None,
+    source: str | os.PathLike | None = None,
 ) -> dict:
     """Run every group of ``cfg`` into ``out``; return the summary dict (also in summary.json).
 
     ``progress(i, n, label, skipped)`` is called after each of the n groups. Training configs (with a
     ``task``) also call ``step_progress(i, n, label, step, steps)`` every ``train.eval_every`` steps and
     poll ``should_stop()`` there: True checkpoints the group and raises ``KeyboardInterrupt``.
+    ``source`` is the config file: ``out`` may not contain it, and ``summary.json`` records the git
+    commit of its checkout. ``out`` is protected as ``gradflow.rundir`` describes: ``force`` replaces
+    only a directory gradflow wrote, and its old results stay until the new run finishes.
     """
     with _CompileClock() as clock:
         if cfg.task is not None:
             from gradflow import train_experiment
 
-            t_start = time.perf_counter()
             groups = train_experiment.plan(cfg)  # every sweep point is validated before the directory
-            resumed = prepare_dir(Path(out), cfgmod.dump_config(cfg), force)
+            state = open_run(Path(out), cfgmod.dump_config(cfg), force=force, protect=[source])
             return train_experiment.run_training(
-                cfg, groups, Path(out), resumed, progress, step_progress, should_stop, t_start, clock
+                cfg, groups, state, progress, step_progress, should_stop, clock, source
             )
-        return _run(cfg, Path(out), force, progress, clock)
+        return _run(cfg, Path(out), force, progress, clock, source)
 
 
 def run_config(
@@ -210,6 +156,7 @@ def run_config(
 
     ``overrides`` are ``"key.path=value"`` strings (``--set``); ``out`` defaults
     to the config's ``output.dir``. Returns the summary (also in ``out/summary.json``).
+    ``force`` replaces a run directory gradflow wrote (never anything else; see ``gradflow.rundir``).
 
     Example::
 
@@ -217,56 +164,65 @@ def run_config(
         summary["settings"][0]["median_rate"]   # ln per step, tanh RNN
     """
     cfg = cfgmod.load_config(path, overrides, quick=quick)
-    return run_experiment(cfg, Path(out or cfg.output.dir), force=force, progress=progress)
+    return run_experiment(cfg, Path(out or cfg.output.dir), force=force, progress=progress, source=path)
 
 
-def _run(cfg, out, force, progress, clock) -> dict:
-    t_start = time.perf_counter()
+RESULT_FILES = ("config.yaml", "results.npz", "results.csv", "summary.json")
+FIGURE_STEMS = (*figures.NAMES, "learning", "flow_heatmap", "flow_rate", "gates")
+
+
+def result_files(cfg) -> list[str]:
+    """Every file a finished run directory of ``cfg`` may hold (listed in its manifest before
+    they are written, so that an interrupted write is still known as gradflow's)."""
+    return [*RESULT_FILES, *(f"{s}.{fmt}" for s in FIGURE_STEMS for fmt in cfg.output.formats)]
+
+
+def _run(cfg, out, force, progress, clock, source) -> dict:
     cfg_text = cfgmod.dump_config(cfg)
     groups = plan(cfg)  # every sweep point is validated before the directory is touched
-    resumed = prepare_dir(out, cfg_text, force)
-    compiles = 0
-    for g_idx, group in enumerate(groups):
-        part = out / PARTS / f"{g_idx}.npz"
-        if part.exists():
+    state = open_run(out, cfg_text, force=force, protect=[source])
+    compiles, seconds0 = 0, clock.seconds
+    try:
+        for g_idx, group in enumerate(groups):
+            part = out / PARTS / f"{g_idx}.npz"
+            if part.exists():
+                if progress:
+                    progress(g_idx, len(groups), group["label"], skipped=True)
+                continue
+            runs = group["runs"]
+            res, n = sweep.measure_runs(
+                group["cell"],
+                [r["options"] for r in runs],
+                [r["seed"] for r in runs],
+                group["inputs"],
+                loss=group["loss"],
+                fit_window=group["window"],
+            )
+            compiles += n
+            arrays = {
+                "total_log10_norms": res.total_log10_norms,
+                "total_rate": res.total_rate,
+                "total_half_life": res.total_half_life,
+                "total_r2": res.total_r2,
+                "nonfinite_step": res.nonfinite_step,
+            }
+            for p in res.log10_norms:
+                arrays[f"log10_norms/{p}"] = res.log10_norms[p]
+                for field in ("rate", "half_life", "r2"):
+                    arrays[f"{field}/{p}"] = getattr(res, field)[p]
+            write_npz(part, arrays)
+            state.attempts.update(compiles, clock.seconds - seconds0)
             if progress:
-                progress(g_idx, len(groups), group["label"], skipped=True)
-            continue
-        runs = group["runs"]
-        res, n = sweep.measure_runs(
-            group["cell"],
-            [r["options"] for r in runs],
-            [r["seed"] for r in runs],
-            group["inputs"],
-            loss=group["loss"],
-            fit_window=group["window"],
-        )
-        compiles += n
-        arrays = {
-            "total_log10_norms": res.total_log10_norms,
-            "total_rate": res.total_rate,
-            "total_half_life": res.total_half_life,
-            "total_r2": res.total_r2,
-            "nonfinite_step": res.nonfinite_step,
-        }
-        for p in res.log10_norms:
-            arrays[f"log10_norms/{p}"] = res.log10_norms[p]
-            for field in ("rate", "half_life", "r2"):
-                arrays[f"{field}/{p}"] = getattr(res, field)[p]
-        write_npz(part, arrays)
-        if progress:
-            progress(g_idx, len(groups), group["label"], skipped=False)
-    timing = {
-        "compiles": compiles,
-        "compile_time_s": clock.seconds,
-        "wall_time_s": time.perf_counter() - t_start,
-    }
-    summary = _write_results(out, groups, timing, resumed, cfg)
-    shutil.rmtree(out / PARTS, ignore_errors=True)
+                progress(g_idx, len(groups), group["label"], skipped=False)
+    finally:
+        state.attempts.update(compiles, clock.seconds - seconds0)
+    state.manifest.record(*result_files(cfg))
+    summary = _write_results(out, groups, state.attempts.totals(), state.resumed, cfg, source)
+    state.finish([*RESULT_FILES, *summary["figures"]])
     return summary
 
 
-def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
+def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
     runs, parts_data = load_parts(out, groups)
     t_max = max(r["steps"] for r in runs)
     n = len(runs)
@@ -322,8 +278,9 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
         "figures": [p.name for p in drawn],
         **timing,
         "resumed": resumed,
-        **provenance(),
+        **provenance(source),
     }
+    atomic_write(out / "config.yaml", cfgmod.dump_config(cfg).encode())
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
 
@@ -353,26 +310,3 @@ def _write_csv(out: Path, runs, arrays, parts) -> None:
                     ]
                 )
     atomic_write(out / "results.csv", buf.getvalue().encode())
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _git_commit() -> str | None:
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.strip() or None if proc.returncode == 0 else None

@@ -25,8 +25,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -36,7 +34,8 @@ from flax import serialization
 
 from gradflow import cells, figures, training
 from gradflow import config as cfgmod
-from gradflow.experiment import PARTS, atomic_write, json_number, load_parts, provenance, write_npz
+from gradflow.experiment import RESULT_FILES, load_parts, result_files
+from gradflow.rundir import PARTS, atomic_write, json_number, provenance, write_npz
 from gradflow.sweep import DYNAMIC_OPTIONS
 
 LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
@@ -124,10 +123,29 @@ def _make_model(group: dict, task):
     return make
 
 
-def run_training(
-    cfg, groups: list[dict], out: Path, resumed: bool, progress, step_progress, should_stop, t_start, clock
-) -> dict:
-    """Train ``groups`` (``plan(cfg)``) into ``out`` (prepared by ``experiment.prepare_dir``)."""
+def run_training(cfg, groups: list[dict], state, progress, step_progress, should_stop, clock, source) -> dict:
+    """Train ``groups`` (``plan(cfg)``) into the run directory ``state`` (``rundir.open_run``)."""
+    out = state.root
+    trained, seconds0 = [], clock.seconds  # the groups compiled and trained in this attempt
+    try:
+        for g_idx in _train_groups(groups, out, progress, step_progress, should_stop):
+            trained.append(g_idx)
+            state.attempts.update(len(trained), clock.seconds - seconds0)
+    finally:
+        state.attempts.update(len(trained), clock.seconds - seconds0)
+    params = [f"params/{g_idx}.msgpack" for g_idx in range(len(groups))]
+    state.manifest.record(*result_files(cfg), *params)
+    (out / "params").mkdir(exist_ok=True)
+    for g_idx in range(len(groups)):
+        if (out / PARTS / f"{g_idx}.msgpack").exists():
+            (out / PARTS / f"{g_idx}.msgpack").replace(out / "params" / f"{g_idx}.msgpack")
+    summary = _write_results(out, groups, state.attempts.totals(), state.resumed, cfg, source)
+    state.finish([*RESULT_FILES, *params, *summary["figures"]])
+    return summary
+
+
+def _train_groups(groups, out, progress, step_progress, should_stop):
+    """Train each group not yet in ``out/.parts``; yield its index once its results are written."""
     for g_idx, group in enumerate(groups):
         part = out / PARTS / f"{g_idx}.npz"
         if part.exists():
@@ -163,19 +181,9 @@ def run_training(
         atomic_write(out / PARTS / f"{g_idx}.msgpack", serialization.to_bytes(res.params))
         write_npz(part, arrays)
         (out / PARTS / f"{g_idx}.ckpt").unlink(missing_ok=True)
+        yield g_idx
         if progress:
             progress(g_idx, len(groups), group["label"], skipped=False)
-    timing = {
-        "compiles": len(groups),
-        "compile_time_s": clock.seconds,
-        "wall_time_s": time.perf_counter() - t_start,
-    }
-    (out / "params").mkdir(exist_ok=True)
-    for g_idx in range(len(groups)):
-        (out / PARTS / f"{g_idx}.msgpack").replace(out / "params" / f"{g_idx}.msgpack")
-    summary = _write_results(out, groups, timing, resumed, cfg)
-    shutil.rmtree(out / PARTS, ignore_errors=True)
-    return summary
 
 
 def _pad(values: list[np.ndarray], fill) -> np.ndarray:
@@ -195,7 +203,7 @@ def _last_evaluated(values: np.ndarray) -> float:
     return float(done[-1]) if done.size else float("nan")
 
 
-def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
+def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
     runs, parts = load_parts(out, groups)
     n = len(runs)
     per_run = lambda key, fill=np.nan: _pad([d[key] for d in parts], fill)  # noqa: E731
@@ -299,8 +307,9 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
         "figures": [p.name for p in drawn],
         **timing,
         "resumed": resumed,
-        **provenance(),
+        **provenance(source),
     }
+    atomic_write(out / "config.yaml", cfgmod.dump_config(cfg).encode())
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary
 

@@ -52,7 +52,7 @@ def test_sweep_compiles_once_and_rates_match_the_norms(tmp_path):
     assert {"run_id", "label", "seed", "t", "steps_back", "log10_norm"} <= set(rows[0])
 
 
-def test_existing_directory_is_refused_without_force(tmp_path):
+def test_a_directory_with_a_foreign_file_is_refused_even_with_force(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
@@ -62,11 +62,11 @@ def test_existing_directory_is_refused_without_force(tmp_path):
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 2 and "pass --force" in proc.stderr
+    assert proc.returncode == 2 and "holds mine.txt, which gradflow did not write" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert (out / "mine.txt").read_text() == "keep me"
-    assert main(["run", str(_config(tmp_path)), "-o", str(out), "--force"]) == 0
-    assert not (out / "mine.txt").exists()
+    assert main(["run", str(_config(tmp_path)), "-o", str(out), "--force"]) == 2  # --force too
+    assert (out / "mine.txt").read_text() == "keep me"
 
 
 def test_bad_config_leaves_no_run_directory(tmp_path):
@@ -96,9 +96,10 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path):
     part = tmp_path / "part"
     with pytest.raises(KeyboardInterrupt):
         experiment.run_experiment(cfg, part, progress=stop_after_first)
-    assert not (part / "summary.json").exists() and len(list((part / experiment.PARTS).iterdir())) == 1
+    assert not (part / "summary.json").exists() and len(list((part / experiment.PARTS).glob("*.npz"))) == 1
     summary = experiment.run_experiment(cfg, part)  # the same command again
-    assert summary["resumed"] and summary["compiles"] == 1  # only the second group ran
+    assert summary["resumed"] and summary["attempts"][-1]["compiles"] == 1  # only the second group ran
+    assert [a["compiles"] for a in summary["attempts"]] == [1, 1] and summary["compiles"] == 2
     with np.load(full / "results.npz") as a, np.load(part / "results.npz") as b:
         assert a.files == b.files
         for key in a.files:

@@ -127,14 +127,18 @@ def test_a_signal_midway_then_the_same_command_resumes_to_the_same_results(tmp_p
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err and "Traceback" not in err
     assert not (part / "summary.json").exists(), "the signal came too late to interrupt"
-    kept = sorted(p.name for p in (part / ".parts").iterdir())
-    assert kept and all(name.endswith(".npz") for name in kept)  # no temp files left behind
+    kept = sorted(p.name for p in (part / ".parts").glob("*.npz"))
+    assert kept and not list((part / ".parts").glob("*.tmp"))  # no temp files left behind
     resumed = subprocess.run(
         cli_argv("run", str(cfg), "-o", str(part)), capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((part / "summary.json").read_text())
-    assert summary["resumed"] and summary["compiles"] == 4 - len(kept)  # finished groups are not rerun
+    first, second = summary["attempts"]  # both attempts are kept, and their totals
+    assert summary["resumed"] and second["compiles"] == 4 - len(kept)  # finished groups are not rerun
+    assert first["compiles"] == len(kept) and summary["compiles"] == 4
+    for key in ("compile_time_s", "wall_time_s"):
+        assert summary[key] == pytest.approx(first[key] + second[key]) and first[key] > 0
     with np.load(full / "results.npz") as a, np.load(part / "results.npz") as b:
         assert a.files == b.files
         for key in a.files:
