@@ -1,6 +1,7 @@
 """Every config in configs/ runs through the CLI at --quick size, and its numbers make sense."""
 
 import pathlib
+import subprocess
 
 import numpy as np
 import pytest
@@ -140,6 +141,8 @@ def test_compare_cells(tmp_path):
     assert 0 < summary["compile_time_s"] <= summary["wall_time_s"]
     assert {r["axis"] for r in summary["runs"] if r["cell"] in ("residual", "plain")} == {"depth"}
     assert {"decay.png", "decay.svg", "paths.png"} <= set(summary["figures"])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert summary["git_commit"] == head.stdout.strip() and len(summary["git_commit"]) == 40  # the checkout's
 
 
 # ------------------------------------------------------------------------------ training configs
