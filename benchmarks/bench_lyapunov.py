@@ -24,7 +24,7 @@ import numpy as np
 from _timing import interleaved_medians
 
 import gradflow
-from gradflow.lyapunov import lyapunov_spectrum
+from gradflow.measure.lyapunov import lyapunov_spectrum
 
 
 def bench(T, H, I, k, reps):

@@ -5,7 +5,7 @@
 
 Prints one line per batch size: median wall times (interleaved, after warm-up) of
   * jax.grad of a loss through the same lax.scan (tanh RNN, float32), w.r.t. the params;
-  * gradflow.jacobians.product_norms(method='exact'): D backward rows per step plus a
+  * gradflow.measure.jacobians.product_norms(method='exact'): D backward rows per step plus a
     [D, D] symmetric eigenproblem per step (spectral norm), all t in one reverse scan;
   * product_norms(method='estimate', probes=16);
 and their ratios to the backward pass. The exact cost is expected near D = 128 backward passes
@@ -22,7 +22,7 @@ from _timing import interleaved_medians
 
 import gradflow
 from gradflow import cells
-from gradflow.jacobians import product_norms
+from gradflow.measure.jacobians import product_norms
 
 
 def bench(T, B, H, I, reps, probes):

@@ -11,7 +11,7 @@ import time
 
 import jax
 
-from gradflow import sweep
+from gradflow.engine import sweep
 
 
 def main():

@@ -2,7 +2,7 @@
 
 Per cell and seed, before and after training: the decay rate of ``||dL/dh_t||`` of the training loss
 (its half-life ln 2 / -rate) recorded by the run, and the top Lyapunov exponent of the carry
-dynamics driven by held-out adding inputs (``gradflow.lyapunov_spectrum``; the init params are
+dynamics driven by held-out adding inputs (``gradflow.measure.lyapunov_spectrum``; the init params are
 rebuilt from the run's seed, the trained ones restored from the run directory).
 """
 

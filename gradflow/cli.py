@@ -139,7 +139,8 @@ def _cmd_list(args) -> int:
 def _cmd_measure(args) -> int:
     import numpy as np
 
-    from gradflow import cells, sweep
+    from gradflow import cells
+    from gradflow.engine import sweep
 
     options = _parse_sets(args.set)
     if args.cell not in cells.names():

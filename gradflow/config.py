@@ -33,7 +33,7 @@ import yaml
 from gradflow import cells as _cells
 from gradflow import tasks as _tasks
 from gradflow import training as _training
-from gradflow._cell import Cell
+from gradflow.seam import Cell
 
 MEASURES = ("gradient_norms",)
 LOSSES = ("final", "every_step", "readout")

@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from gradflow import config as cfgmod
-from gradflow import figures, sweep, theory
+from gradflow import figures, theory
+from gradflow.engine import sweep
 from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, provenance, write_npz
 
 __all__ = ["PARTS", "RunDirError", "atomic_write", "json_number", "plan", "run_config", "run_experiment"]

@@ -34,9 +34,9 @@ from flax import serialization
 
 from gradflow import cells, figures, training
 from gradflow import config as cfgmod
+from gradflow.engine.sweep import DYNAMIC_OPTIONS
 from gradflow.experiment import RESULT_FILES, load_parts, result_files
 from gradflow.rundir import PARTS, atomic_write, json_number, provenance, write_npz
-from gradflow.sweep import DYNAMIC_OPTIONS
 
 LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
 

@@ -2,7 +2,7 @@
 
 One jit-compiled train step serves all runs of a group (seeds, and settings that share shapes:
 learning rate, clipping threshold and scalar init options such as ``forget_bias`` are per-run array
-values): a ``vmap`` over the runs on GPU/TPU, a ``lax.map`` on CPU (see ``sweep._over_runs``). The
+values): a ``vmap`` over the runs on GPU/TPU, a ``lax.map`` on CPU (see ``sweep.over_runs``). The
 step's gradient comes from ``gradient_flow``, so the per-step norms ``||dL/dh_t||`` of the training
 loss are a by-product of every update; every ``eval_every`` steps they are kept, with the held-out
 loss and gate statistics.
@@ -31,9 +31,9 @@ import numpy as np
 import optax
 from flax import serialization
 
-from gradflow._cell import Cell
-from gradflow._flow import gradient_flow
 from gradflow.cells._combinators import bidirectional_xs, bidirectional_ys, dropout_inputs
+from gradflow.measure.flow import gradient_flow
+from gradflow.seam import Cell
 from gradflow.tasks import Task
 
 PyTree = Any
@@ -324,13 +324,13 @@ class _Group:
     def __init__(self, make_model, option_names, task: Task, settings: Settings):
         self.make_model, self.names, self.task, self.s = make_model, tuple(option_names), task, settings
         self.eval_batch = task.sample(jax.random.key(_EVAL_KEY), settings.eval_batch)
-        from gradflow.sweep import _over_runs  # sweep -> config -> training: imported here, not at the top
-
-        self.init = jax.jit(_over_runs(lambda h: self._init(*h)))
-        self.chunk = jax.jit(lambda st, h, start: _over_runs(lambda a, b: self._chunk(a, b, start))(st, h))
-        self.evaluate = jax.jit(
-            lambda st, h, step: _over_runs(lambda a, b: self._evaluate(a, b, step))(st, h)
+        from gradflow.engine.sweep import (
+            over_runs,  # sweep -> config -> training: imported here, not at the top
         )
+
+        self.init = jax.jit(over_runs(lambda h: self._init(*h)))
+        self.chunk = jax.jit(lambda st, h, start: over_runs(lambda a, b: self._chunk(a, b, start))(st, h))
+        self.evaluate = jax.jit(lambda st, h, step: over_runs(lambda a, b: self._evaluate(a, b, step))(st, h))
 
     def model(self, options) -> Model:
         return self.make_model(dict(zip(self.names, options, strict=True)))
@@ -431,7 +431,7 @@ class _Group:
 
 
 def _carry_parts(model: Model) -> list[str]:
-    from gradflow.sweep import carry_part_names
+    from gradflow.engine.sweep import carry_part_names
 
     carry = jax.eval_shape(lambda: model.cell.initial_carry(1))
     paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(carry)]

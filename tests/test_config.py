@@ -7,7 +7,6 @@ import textwrap
 import pytest
 
 from gradflow import cells
-from gradflow._cell import Cell
 from gradflow.config import (
     CellSpec,
     Config,
@@ -21,6 +20,7 @@ from gradflow.config import (
     load_config,
     sweep_points,
 )
+from gradflow.seam import Cell
 
 MINIMAL = """\
 name: compare

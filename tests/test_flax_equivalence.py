@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from gradflow import cells
-from gradflow._cell import unroll
+from gradflow.seam import unroll
 
 B, I, H, T = 3, 5, 7, 20
 F32 = {"rtol": 1e-5, "atol": 1e-6}

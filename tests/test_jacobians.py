@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from gradflow import cells, unroll
-from gradflow.jacobians import (
+from gradflow.measure.jacobians import (
     carry_layout,
     local_jacobians,
     pascanu_bound,
     pascanu_bounds,
     product_norms,
 )
-from gradflow.paths import path_decomposition
+from gradflow.measure.paths import path_decomposition
 
 F64 = jnp.float64
 

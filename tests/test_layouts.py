@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from gradflow import cells
-from gradflow._cell import param_count, unroll
+from gradflow.seam import param_count, unroll
 
 B, I, H, T = 3, 5, 7, 6
 F32 = {"rtol": 1e-5, "atol": 1e-6}

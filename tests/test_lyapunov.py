@@ -7,7 +7,7 @@ import pytest
 
 import gradflow
 from gradflow import cells
-from gradflow.lyapunov import lyapunov_spectrum
+from gradflow.measure.lyapunov import lyapunov_spectrum
 
 
 def autonomous_tanh(g):

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import gradflow
-from gradflow import cells, sweep
+from gradflow import cells
+from gradflow.engine import sweep
 
 
 def test_scales_by_seeds_compile_once_and_match_single_runs():
@@ -56,7 +57,7 @@ def test_shapes_split_into_one_compile_each():
 def test_sharded_over_8_fake_devices_equals_one_device():
     code = (
         "import json, jax, numpy as np\n"
-        "from gradflow import sweep\n"
+        "from gradflow.engine import sweep\n"
         "opts = [{'hidden_size': 16, 'weight_scale': s} for s in (0.5, 1.0, 1.5)] * 4\n"
         "res, n = sweep.measure_runs('rnn', opts, list(range(12)), sweep.Inputs(steps=20, batch=4))\n"
         "print(json.dumps({'devices': jax.device_count(), 'n': n, 'x': res.total_log10_norms.tolist()}))\n"

@@ -8,7 +8,6 @@ Example::
 
 from __future__ import annotations
 
-from gradflow._cell import Cell
 from gradflow.cells import _common
 from gradflow.cells._adapters import from_function as from_function
 from gradflow.cells._adapters import from_linen as from_linen
@@ -28,6 +27,7 @@ from gradflow.cells._layouts import to_linen_params as to_linen_params
 from gradflow.cells._layouts import to_torch as to_torch
 from gradflow.cells._lstm import lstm as lstm
 from gradflow.cells._rnn import rnn as rnn
+from gradflow.seam import Cell
 
 
 def _stacked_by_name(

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen, nnx
 
-from gradflow._cell import Cell, PyTree
 from gradflow.cells._common import positive_int
+from gradflow.seam import Cell, PyTree
 
 _CARRY_KEY = 0  # carries come from the cells' carry_init (zeros by default); a fixed key keeps them pure
 

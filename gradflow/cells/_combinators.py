@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from gradflow._cell import Cell
+from gradflow.seam import Cell
 
 
 def _output_size(cell: Cell, params, input_size: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradflow._cell import Cell
+from gradflow.seam import Cell
 
 ACTIVATIONS = {
     "tanh": jnp.tanh,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gradflow._cell import Cell
 from gradflow.cells import _common as c
+from gradflow.seam import Cell
 
 
 def lstm(

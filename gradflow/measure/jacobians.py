@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradflow._cell import Cell, _as_step
-from gradflow._flow import _validate
 from gradflow.cells import _common as c
+from gradflow.measure.flow import _validate
+from gradflow.seam import Cell, as_step
 
 PyTree = Any
 
@@ -101,7 +101,7 @@ def _unflat(vec, layout: CarryLayout):
 
 
 def _prepare(cell_or_step, params, carry0, xs, params_per_step):
-    step, per_step = _as_step(cell_or_step, params_per_step)
+    step, per_step = as_step(cell_or_step, params_per_step)
     length = _validate(step, params, carry0, xs, lambda ys, carry: jnp.zeros(()), per_step)
     return step, per_step, length, carry_layout(carry0)
 

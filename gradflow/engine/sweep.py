@@ -3,7 +3,7 @@
 Runs that differ only in seeds or in scalar init options (``weight_scale``,
 ``bias_scale``, ``forget_bias``, ...) share one compiled call; those
 options become array axes (vmapped on GPU/TPU; on CPU a ``lax.map`` over the
-runs, see ``_over_runs``). With several devices the run axis is sharded over
+runs, see ``over_runs``). With several devices the run axis is sharded over
 them. Pure: returns arrays, never prints or writes.
 """
 
@@ -18,10 +18,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradflow import cells
-from gradflow._fit import DecayFit
-from gradflow._flow import gradient_flow
 from gradflow.config import DISTRIBUTIONS, LOSSES
 from gradflow.config import Inputs as Inputs  # one definition: the config's inputs section
+from gradflow.measure.fit import DecayFit
+from gradflow.measure.flow import gradient_flow
 
 DYNAMIC_OPTIONS = ("weight_scale", "bias_scale", "input_scale", "forget_bias", "update_bias", "alpha")
 
@@ -108,10 +108,10 @@ def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_
         res = gradient_flow(cell, params, carry0, xs, batch_loss, fit_window=fit_window, step_shares=False)
         return res._replace(grads=None, norms=None)
 
-    return jax.jit(_over_runs(one))
+    return jax.jit(over_runs(one))
 
 
-def _over_runs(one):
+def over_runs(one):
     """``f(*args)`` over a leading run axis ``[R]`` of every argument's leaves: ``vmap`` of ``one`` on
     accelerators, ``lax.map`` on CPU (used by the sweep and by training's groups).
 

@@ -2,7 +2,7 @@
 
 ``dL/dx_0 = g^T prod_l (I + A_l)`` with ``A_l`` the branch Jacobian on the
 trajectory; expanding the product splits the gradient by the number of
-branches a path goes through. Carry conventions as in ``gradflow.jacobians``.
+branches a path goes through. Carry conventions as in ``gradflow.measure.jacobians``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradflow._cell import Cell
-from gradflow.jacobians import _p, _prepare, _scan_inputs, _trajectory, carry_layout
+from gradflow.measure.jacobians import _p, _prepare, _scan_inputs, _trajectory, carry_layout
+from gradflow.seam import Cell
 
 PyTree = Any
 

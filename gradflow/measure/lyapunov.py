@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradflow._cell import Cell, _as_step
+from gradflow.seam import Cell, as_step
 
 PyTree = Any
 INITS = ("random", "identity")
@@ -217,10 +217,10 @@ def lyapunov_spectrum(
         cell = gradflow.cells.get("rnn", hidden_size=64)
         params = cell.init(jax.random.key(0), input_size=8)
         xs = jax.random.normal(jax.random.key(1), (2000, 4, 8))            # [T, B, I]
-        res = gradflow.lyapunov_spectrum(cell, params, cell.initial_carry(4), xs, k=8)
+        res = gradflow.measure.lyapunov_spectrum(cell, params, cell.initial_carry(4), xs, k=8)
         res.exponents[0], res.drift[0]   # top exponent (ln per step), its change over the last 10%
     """
-    step, per_step = _as_step(step, params_per_step)
+    step, per_step = as_step(step, params_per_step)
     carry_leaves = jax.tree_util.tree_leaves(carry0)
     if not carry_leaves or any(
         jnp.ndim(a) < 1 or not jnp.issubdtype(jnp.result_type(a), jnp.floating) for a in carry_leaves

@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradflow._cell import Cell, _as_step
-from gradflow._fit import LN10, DecayFit, decay_fit
+from gradflow.measure.fit import LN10, DecayFit, decay_fit
+from gradflow.seam import Cell, as_step
 
 PyTree = Any
 
@@ -293,7 +293,7 @@ def gradient_flow(
                             lambda ys, h: jnp.sum(h ** 2))
         res.log10_norms, res.fit.rate
     """
-    step, per_step = _as_step(step, params_per_step)
+    step, per_step = as_step(step, params_per_step)
     length = _validate(step, params, carry0, xs, loss_fn, per_step, loss_params)
     if fit_window is not None:
         fit_window = tuple(int(k) for k in fit_window)

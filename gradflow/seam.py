@@ -77,13 +77,19 @@ def unroll(cell_or_step: Cell | Callable, params: PyTree, carry0: PyTree, xs: Py
     Returns:
       ``(final_carry, ys)`` with ``ys`` leaves ``[T, B, ...]``.
     """
-    step, per_step = _as_step(cell_or_step)
+    step, per_step = as_step(cell_or_step)
     if per_step:
         return jax.lax.scan(lambda c, px: step(px[0], c, px[1]), carry0, (params, xs))
     return jax.lax.scan(lambda c, x: step(params, c, x), carry0, xs)
 
 
-def _as_step(cell_or_step, params_per_step: bool | None = None):
+def as_step(cell_or_step, params_per_step: bool | None = None) -> tuple[Callable, bool]:
+    """``(step, params_per_step)`` of a ``Cell`` or of a plain ``step(params, carry, x)`` function.
+
+    A ``Cell`` brings its own ``params_per_step`` (depth stacks: params with a leading layer axis)
+    unless one is given; a plain function has none unless one is given. Anything else is a
+    one-line ``TypeError``.
+    """
     if isinstance(cell_or_step, Cell):
         per_step = cell_or_step.params_per_step if params_per_step is None else params_per_step
         return cell_or_step.step, per_step

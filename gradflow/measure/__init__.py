@@ -1,0 +1,20 @@
+"""Measures of gradient flow: pure functions of a cell, its params and inputs, returning data.
+
+``gradient_flow`` (per-step gradient norms in one backward pass), ``decay_fit``, local Jacobians and
+their products, the Lyapunov spectrum, the path decomposition of residual stacks.
+"""
+
+from gradflow.measure.fit import DecayFit as DecayFit
+from gradflow.measure.fit import decay_fit as decay_fit
+from gradflow.measure.flow import GradientFlow as GradientFlow
+from gradflow.measure.flow import gradient_flow as gradient_flow
+from gradflow.measure.jacobians import LocalJacobians as LocalJacobians
+from gradflow.measure.jacobians import ProductNorms as ProductNorms
+from gradflow.measure.jacobians import local_jacobians as local_jacobians
+from gradflow.measure.jacobians import pascanu_bound as pascanu_bound
+from gradflow.measure.jacobians import pascanu_bounds as pascanu_bounds
+from gradflow.measure.jacobians import product_norms as product_norms
+from gradflow.measure.lyapunov import LyapunovSpectrum as LyapunovSpectrum
+from gradflow.measure.lyapunov import lyapunov_spectrum as lyapunov_spectrum
+from gradflow.measure.paths import PathDecomposition as PathDecomposition
+from gradflow.measure.paths import path_decomposition as path_decomposition
