@@ -59,18 +59,11 @@ def shipped_configs() -> list:
 
 
 def _header(path) -> dict:
-    """``{"runtime", "figure"}`` from a config's leading ``# key: text`` comment lines."""
-    info, key = {}, None
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        text = line[1:].strip()
-        head, sep, rest = text.partition(":")
-        if sep and head in ("command", "runtime", "figure"):
-            key, info[head] = head, rest.strip()
-        elif key:
-            info[key] += " " + text
-    return info
+    """``{"command", "runtime", "figure"}`` from a config's leading comment lines (not the measured ones)."""
+    from gradflow.words import PROSE_KEYS, read_header
+
+    info = read_header(path.read_text())
+    return {key: info[key] for key in PROSE_KEYS if key in info}
 
 
 def _cmd_list(args) -> int:

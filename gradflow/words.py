@@ -100,13 +100,14 @@ def _grid_items(runs: list[dict], keys: list[str]) -> list[str]:
                 describe_rate(_median([_fit_rate(r) for r in row if r["point"][kx] == x])).split(",")[0]
                 for x in xs
             ]
-            spans, start = [], 0
+            spans, start, name = [], 0, kx.split(".")[-1]
             for i in range(1, len(xs) + 1):
                 if i == len(xs) or words[i] != words[start]:
                     lo, hi = xs[start], xs[i - 1]
-                    spans.append(f"{words[start]} at {lo}" if lo == hi else f"{words[start]} at {lo}-{hi}")
+                    at = f"{lo}" if lo == hi else f"{lo}-{hi}"
+                    spans.append(f"{words[start]} at {name} {at}")
                     start = i
-            items.append(f"{label} ({ky.split('.')[-1]}={y}, {kx.split('.')[-1]}): {', '.join(spans)}")
+            items.append(f"{label} at {ky.split('.')[-1]}={y}: {', '.join(spans)}")
     return items
 
 
@@ -130,9 +131,11 @@ def measured_sentence(summary: dict) -> str:
     """What a run measured, one ``"; "``-separated item per setting, from its ``summary.json`` dict.
 
     Measurement runs: ``"tanh RNN vanishes, halves every 1.49 steps; ..."`` (median over seeds;
-    a 2-D sweep grid gives, per row, the spans of the first key where the gradient vanishes or
-    grows). Training runs: ``"LSTM (steps=50): solved 3/3 (median step 300), final loss 0.047
-    x baseline"`` or ``"tanh RNN (steps=50): not solved (0/3), final loss 1.02 x baseline"``.
+    a 2-D sweep grid gives, per value of its second key, the spans of the first key where the
+    gradient vanishes or grows: ``"plain at bias_scale=0.0: vanishes at weight_scale 0.5-1.0, grows
+    at weight_scale 1.25-3.0"``). Training runs: ``"LSTM (steps=50): solved 3/3 (median step
+    300), final loss 0.047 x baseline"`` or ``"tanh RNN (steps=50): not solved (0/3), final loss
+    1.02 x baseline"``.
     """
     items = _train_items(summary) if summary.get("kind") == "train" else _measure_items(summary)
     return "; ".join(items)

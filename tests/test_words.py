@@ -98,7 +98,7 @@ def test_a_2d_grid_is_worded_by_spans_per_row():
         for (w, b), r in rates.items()
     ]
     assert words.measured_sentence({"runs": runs, "settings": []}) == (
-        "plain (b=0.0, w): vanishes at 0.5-1.0, grows at 1.5; plain (b=0.1, w): vanishes at 0.5-1.5"
+        "plain at b=0.0: vanishes at w 0.5-1.0, grows at w 1.5; plain at b=0.1: vanishes at w 0.5-1.5"
     )
 
 
@@ -158,8 +158,10 @@ def test_a_theory_rate_of_zero_gets_a_legend_entry_and_no_line(config_run):
     assert drawn[0]["label"] == "dashed: theory, same colour"
     _fig, ax = plots.figure()
     plots.depth_plot(ax, panel, theory=lines)
-    dashed = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
-    assert len(dashed) == 1 and not np.allclose(np.diff(dashed[0].get_ydata()), 0)  # not a flat line
+    dashed = [ln for ln in ax.lines if ln.get_label() == "dashed: theory, same colour"]
+    assert len(dashed) == 1 and np.all(np.diff(dashed[0].get_ydata()) < 0)  # sloped, not flat
+    critical = [ln for ln in ax.lines if figures.CRITICAL in ln.get_label()]
+    assert len(critical) == 1 and len(critical[0].get_xdata()) == 0  # a legend entry, nothing drawn
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert f"plain: {figures.CRITICAL}" in legend
 
