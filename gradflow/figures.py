@@ -183,7 +183,7 @@ def overlay_names(run_list: list[Run]) -> list[str]:
     for i, mine in enumerate(parts):
         others = [p for j, p in enumerate(parts) if j != i and p != mine]
         k = next((k for k in range(1, len(mine) + 1) if all(p[-k:] != mine[-k:] for p in others)), len(mine))
-        names.append("/".join(mine[-k:]).removeprefix("//") or mine[-1])
+        names.append(Path(*mine[-k:]).as_posix())
     return [f"{n} ({i})" if names.count(n) > 1 else n for i, n in enumerate(names)]  # the same run twice
 
 
