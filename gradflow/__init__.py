@@ -37,5 +37,6 @@ from gradflow.seam import unroll as unroll
 from gradflow.training import Model as Model
 from gradflow.training import TrainResult as TrainResult
 from gradflow.training import train as train
+from gradflow.words import describe_rate as describe_rate
 
 __version__ = "0.1.0"

@@ -59,18 +59,11 @@ def shipped_configs() -> list:
 
 
 def _header(path) -> dict:
-    """``{"runtime", "figure"}`` from a config's leading ``# key: text`` comment lines."""
-    info, key = {}, None
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        text = line[1:].strip()
-        head, sep, rest = text.partition(":")
-        if sep and head in ("command", "runtime", "figure"):
-            key, info[head] = head, rest.strip()
-        elif key:
-            info[key] += " " + text
-    return info
+    """``{"command", "runtime", "figure"}`` from a config's leading comment lines (not the measured ones)."""
+    from gradflow.words import PROSE_KEYS, read_header
+
+    info = read_header(path.read_text())
+    return {key: info[key] for key in PROSE_KEYS if key in info}
 
 
 def _cmd_list(args) -> int:
@@ -280,9 +273,12 @@ def _train_table(summary: dict, out):
 def _measure_table(summary: dict, cfg, out):
     from rich.table import Table
 
+    from gradflow.words import setting_label
+
     table = Table(title=f"{cfg.name}: median over seeds ({out})")
     theory = any(s["theory_rate"] is not None for s in summary["settings"])
-    columns = ["setting", "seeds", "rate (ln/step)", *(["theory"] if theory else []), "half-life"]
+    columns = ["setting", "seeds", "rate (ln/step)", *(["theory"] if theory else []), "going back"]
+    unit = {setting_label(r): "layer" if r.get("axis") == "depth" else "step" for r in summary["runs"]}
     for col in [*columns, "log10 first/last norm"]:
         table.add_column(col, justify="right")
     for s in summary["settings"]:
@@ -292,19 +288,17 @@ def _measure_table(summary: dict, cfg, out):
             str(s["seeds"]),
             f"{s['median_rate']:+.4f}",
             *([predicted] if theory else []),
-            _half_life(s["median_rate"], s["median_half_life"]),
+            _half_life(s["median_rate"], s["median_half_life"], unit.get(s["label"], "step")),
             f"{s['median_log10_first_last_ratio']:+.2f}",
         )
     return table
 
 
-def _half_life(rate: float, life: float) -> str:
-    """``halves every 3.7`` / ``doubles every 21`` / ``-`` for a flat or undefined fit."""
-    import math
+def _half_life(rate: float, life: float, unit: str = "step") -> str:
+    """``vanishes, halves every 3.7 steps`` / ``grows, doubles every 21 steps`` / ``flat`` / ``no fit``."""
+    from gradflow.words import describe_rate
 
-    if not (math.isfinite(rate) and math.isfinite(life)) or rate == 0:
-        return "-"
-    return f"{'halves' if rate < 0 else 'doubles'} every {life:.3g}"
+    return describe_rate(rate, life, unit)
 
 
 def _cmd_plot(args) -> int:
@@ -351,24 +345,22 @@ def _cmd_plot(args) -> int:
 
 
 def _print_measure(summary: dict) -> None:
-    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
     title = f"{summary['cell']} {summary['options']}, T = {summary['steps']}, loss on {summary['loss']}"
     table = Table(title=title)
-    for col in ("carry", "log10 |dL/dh_0|", "log10 |dL/dh_T|", "rate / step", "half-life", "R^2"):
+    for col in ("carry", "log10 |dL/dh_0|", "log10 |dL/dh_T|", "rate / step", "going back", "R^2"):
         table.add_column(col, justify="right")
+    unit = "layer" if "depth" in summary["options"] else "step"  # a residual/plain stack
     for row in summary["carry"]:
         rate = row["rate_per_step"]
-        life = row["half_life_steps"]
-        kind = "halves" if rate < 0 else "doubles"
         table.add_row(
             row["carry"],
             f"{row['log10_norm_first']:.2f}",
             f"{row['log10_norm_last']:.2f}",
             f"{rate:+.4f}",
-            f"{kind} every {life:.3g}" if np.isfinite(life) else "-",
+            _half_life(rate, row["half_life_steps"], unit),
             f"{row['r2']:.3f}",
         )
     console = Console()

@@ -3,14 +3,17 @@
 All keys but ``name`` and ``cells`` have defaults; dotted overrides
 (``--set inputs.steps=50``) apply before validation; every problem raises a
 ``ConfigError`` whose one-line message names the file (or the ``--set`` text),
-the key path, the value and what was expected. Example config::
+the key path, the value and what was expected. A cell ``label`` may hold
+``{option}`` placeholders, filled from that cell's options as resolved after
+``--quick`` and ``--set`` (defaults included), so a label never states a size
+the run did not use. Example config::
 
     # command: gradflow run configs/compare_cells.yaml  (~10 s on a laptop CPU;
     # the figure shows log10 ||dL/dh_t|| against t, one line per cell)
     name: compare_cells
     cells:
       - {label: tanh RNN, cell: rnn, options: {hidden_size: 64}}
-      - {label: LSTM, cell: lstm, options: {hidden_size: 64, forget_bias: 1.0}}
+      - {label: "LSTM x{hidden_size}", cell: lstm, options: {hidden_size: 64, forget_bias: 1.0}}
     inputs: {steps: 200, batch: 16}
     sweep: {grid: {cells.0.options.weight_scale: [0.5, 1.0, 2.0]}, seeds: [0, 1]}
     quick: {inputs.steps: 20, sweep.grid.cells.0.options.weight_scale: [1.0]}
@@ -22,6 +25,7 @@ import itertools
 import math
 import os
 import re
+import string
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -420,7 +424,7 @@ def _validate(raw: dict, source: str) -> Config:
     _check(out_dir, "output.dir", _text(out_dir), "a non-empty path")
     cfg = Config(
         name=name,
-        cells=_cell_specs(raw["cells"]),
+        cells=_cell_specs(raw["cells"], grid if isinstance(grid, dict) else {}, source),
         inputs=Inputs(
             size=_int(inp["size"], "inputs.size", 1),
             steps=_int(inp["steps"], "inputs.steps", 1),
@@ -564,7 +568,24 @@ def _grid(raw: dict, grid: dict, source: str) -> _FrozenDict:
     return _plain(checked, frozen=True)
 
 
-def _cell_specs(value) -> tuple[CellSpec, ...]:
+def _fill_label(label: str, cell: str, options: dict, swept, path: str, source: str) -> str:
+    """``label`` with its ``{option}`` placeholders filled from the cell's resolved options."""
+    known = {**_cells.options(cell), **options}
+    where = f"{source}: {path}.label {label!r}"
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(label) if name is not None]
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}; write {{option}}, e.g. {{{next(iter(known))}}}") from None
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{where}: unknown placeholder {{{name}}}; known options: {list(known)}")
+        if name in swept:
+            text = f"{where}: placeholder {{{name}}} names a swept option (the figure adds the sweep value)"
+            raise ConfigError(text)
+    return label.format_map(known) if names else label
+
+
+def _cell_specs(value, grid: dict, source: str) -> tuple[CellSpec, ...]:
     _check(value, "cells", isinstance(value, list) and value, "a non-empty list of {label, cell, options}")
     specs, labels = [], {}
     for i, entry in enumerate(value):
@@ -575,10 +596,12 @@ def _cell_specs(value) -> tuple[CellSpec, ...]:
         _check(cell, f"{path}.cell", ok, f"a cell name, one of {_cells.names()}")
         label = cell if entry["label"] is None else entry["label"]
         _check(label, f"{path}.label", _text(label), "a non-empty string")
+        options = _cell_options(cell, entry["options"], f"{path}.options")
+        swept = {k.split(".")[-1] for k in grid if str(k).startswith(f"{path}.options.")}
+        label = _fill_label(label, cell, options, swept, path, source)
         unique = f"a unique label (cells.{labels.get(label)} has it)"
         _check(label, f"{path}.label", label not in labels, unique)
         labels[label] = i
-        options = _cell_options(cell, entry["options"], f"{path}.options")
         with (
             nullcontext() if _ENABLE_X64 is None else _ENABLE_X64(True)
         ):  # float64 cells: the runner enables x64

@@ -42,6 +42,7 @@ class Run:
     grid: dict  # config sweep.grid: key path -> values (file order)
     figures: tuple = ()  # summary["figures"]: the figure files the run wrote
     kind: str = "measure"  # summary["kind"]: "measure" (gradflow run on cells) or "train" (a task)
+    path: Path | None = None  # the run directory it was loaded from (names it in overlays)
 
 
 def load(run_dir: str | Path) -> Run:
@@ -67,7 +68,7 @@ def load(run_dir: str | Path) -> Run:
     if arrays.get(main, np.zeros((0, 0))).shape[0] != len(runs):
         raise RunFilesError(f"{run_dir}: results.npz and summary.json disagree on the number of runs")
     name = summary.get("name", run_dir.name)
-    return Run(name, runs, arrays, grid, tuple(summary.get("figures", ())), kind)
+    return Run(name, runs, arrays, grid, tuple(summary.get("figures", ())), kind, run_dir)
 
 
 def curves(
@@ -138,14 +139,14 @@ def draw(run_list: list[Run], out: str | Path, formats=("png", "svg")) -> list[P
     """
     out = Path(out)
     kinds = {r.kind for r in run_list}
+    names = overlay_names(run_list)
     if kinds == {"train"}:
         from gradflow import train_figures
 
-        return train_figures.draw(run_list, out, formats)
+        return train_figures.draw(run_list, out, formats, names=names)
     if len(kinds) > 1:
         raise RunFilesError("cannot overlay a training run with a measurement run; plot them separately")
-    names = [r.name for r in run_list]
-    prefixes = [f"{n}: " if len(run_list) > 1 else "" for n in _unique(names)]
+    prefixes = [f"{n}: " if len(run_list) > 1 else "" for n in names]
     written, decay = [], []
     for run, prefix in zip(run_list, prefixes, strict=True):
         keep, fixed = _slice(run)
@@ -168,8 +169,22 @@ def draw(run_list: list[Run], out: str | Path, formats=("png", "svg")) -> list[P
     return written
 
 
-def _unique(names: list[str]) -> list[str]:
-    return [f"{n} ({i})" if names.count(n) > 1 else n for i, n in enumerate(names)]
+def overlay_names(run_list: list[Run]) -> list[str]:
+    """What each run is called in a figure: its name alone, or, for several, its directory.
+
+    Several runs are told apart by their directory names (``runs/a``, ``runs/b`` -> ``a``, ``b``);
+    where those clash, by the shortest path suffix that differs (``x/run``, ``y/run``). A run
+    without a directory (built in memory) is called by its config name.
+    """
+    if len(run_list) == 1:
+        return [run_list[0].name]
+    parts = [Path(r.path).resolve().parts if r.path is not None else (r.name,) for r in run_list]
+    names = []
+    for i, mine in enumerate(parts):
+        others = [p for j, p in enumerate(parts) if j != i and p != mine]
+        k = next((k for k in range(1, len(mine) + 1) if all(p[-k:] != mine[-k:] for p in others)), len(mine))
+        names.append(Path(*mine[-k:]).as_posix())
+    return [f"{n} ({i})" if names.count(n) > 1 else n for i, n in enumerate(names)]  # the same run twice
 
 
 def _is_2d(grid: dict) -> bool:
@@ -200,7 +215,7 @@ def _decay_figure(found, title, base, formats) -> list[Path]:
     legend = "outside" if many else "auto"
     for ax, panel in zip(axes, panels, strict=True):
         both = len(panels) == 2
-        theory = _theory_lines(panel)
+        theory = theory_lines(panel)
         if panel is time:
             sub = "through time" if both else None
             plots.decay_plot(ax, panel, title=sub, legend=legend, theory=theory)
@@ -210,13 +225,28 @@ def _decay_figure(found, title, base, formats) -> list[Path]:
     return plots.save_figure(fig, base, formats)
 
 
-def _theory_lines(panel: list[dict]) -> list[dict]:
-    """Dashed theory lines in each curve's colour; one legend entry for all of them."""
-    lines = []
+CRITICAL = "theory: rate 0 (critical init, decay subexponential)"
+
+
+def theory_lines(panel: list[dict]) -> list[dict]:
+    """Dashed theory lines in each curve's colour; one legend entry for all of them.
+
+    A predicted rate of exactly 0 (``|rate| < 1e-12``: a critical init, where the
+    gradient decays slower than any exponential) draws no flat line, which would
+    read as "no decay": it gets a legend entry of its own (``"draw": False``).
+    """
+    lines, drawn = [], False
     for i, curve in enumerate(panel):
-        if np.isfinite(curve.get("theory_rate", np.nan)):
-            label = "dashed: theory, same colour" if not lines else "_theory"
-            lines.append({"label": label, "rate": curve["theory_rate"], "color": i, "show_rate": False})
+        rate = curve.get("theory_rate", np.nan)
+        if not np.isfinite(rate):
+            continue
+        if abs(rate) < 1e-12:
+            label = f"{curve['label']}: {CRITICAL}"
+            lines.append({"label": label, "rate": 0.0, "color": i, "show_rate": False, "draw": False})
+            continue
+        label = "dashed: theory, same colour" if not drawn else "_theory"
+        lines.append({"label": label, "rate": rate, "color": i, "show_rate": False})
+        drawn = True
     return lines
 
 

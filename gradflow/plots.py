@@ -225,6 +225,9 @@ def _curves_plot(ax, curves, *, normalize, band, unit, legend, labels, title, th
     for j, th in enumerate(theory or ()):
         color = th.get("color", th.get("index", j))
         color = PALETTE[color % len(PALETTE)] if isinstance(color, int) else color
+        if not th.get("draw", True):  # a legend entry only (e.g. a predicted rate of exactly 0)
+            ax.plot([], [], color=color, linestyle="none", marker="_", label=str(th.get("label", "theory")))
+            continue
         start = th.get("log10_start", 0.0 if normalize or not starts else starts[0])
         start = start if np.isfinite(start) else 0.0
         k = np.linspace(0.0, max_x or 100, 200)  # steps (layers) back from the loss end
@@ -262,7 +265,8 @@ def decay_plot(ax, curves, *, normalize=True, theory=None, title=None, band="min
         nearest it), i.e. plot ``||dL/dh_t|| / ||dL/dh_T||``.
       theory: list of ``{"label", "rate" (ln per step), "color": str or palette
         index, "log10_start" (optional), "show_rate" (default True: the rate
-        goes into the legend)}`` drawn dashed as ``exp(rate * k)``.
+        goes into the legend), "draw" (default True; False: a legend entry
+        only, no line)}`` drawn dashed as ``exp(rate * k)``.
       title: axes title.
       legend: ``"auto"`` (inside where it covers no data, else below the axes),
         ``"below"``, ``"outside"`` (right of the axes) or a matplotlib ``loc``.

@@ -40,10 +40,10 @@ def settings(run, prefix: str = "") -> list[dict]:
     return [{"label": k, "rows": v, "baseline": float(run.arrays["baseline"][v[0]])} for k, v in by.items()]
 
 
-def draw(run_list: list, out: Path, formats) -> list[Path]:
-    """Every training figure that applies: learning curves overlaid for several runs; the flow
-    heatmap, rate and gate figures for one."""
-    names = [r.name for r in run_list]
+def draw(run_list: list, out: Path, formats, names: list[str] | None = None) -> list[Path]:
+    """Every training figure that applies: learning curves overlaid for several runs (labels
+    prefixed with ``names``, default the runs' names); the flow heatmap, rate and gate figures for one."""
+    names = [r.name for r in run_list] if names is None else names
     prefixes = [f"{n}: " if len(run_list) > 1 else "" for n in names]
     title = names[0] if len(run_list) == 1 else " vs ".join(names)
     found = [(run, s) for run, p in zip(run_list, prefixes, strict=True) for s in settings(run, p)]

@@ -1,7 +1,10 @@
 """Test setup: float64 available everywhere (tests pick dtypes explicitly)."""
 
+import pathlib
+
 import jax
 import numpy as np
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 
@@ -47,3 +50,62 @@ def runs_by_label(summary):
     for run in summary["runs"]:
         out.setdefault(run["label"], []).append(run)
     return out
+
+
+# ------------------------------------------------ runs shared by every test file (and xdist worker)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _shared_dir(tmp_path_factory, worker_id):
+    """A folder all xdist workers of this session see (the workers' base temp's parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+def run_once(shared, name, argv, timeout=900):
+    """``gradflow ARGV`` in a fresh process (float32 defaults, no x64), once per test session.
+
+    The first worker that asks runs it into ``shared/name`` under a file lock; later askers
+    (other files, other workers) wait for it and reuse the directory. Returns that directory.
+    """
+    import fcntl
+    import subprocess
+
+    out = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / f"{name}.done").is_file():
+            proc = subprocess.run(
+                cli_argv(*argv, "-o", str(out), "--force"),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            (shared / f"{name}.done").write_text("")
+    return out
+
+
+@pytest.fixture(scope="session")
+def config_run(tmp_path_factory, worker_id):
+    """``config_run(name, quick=True)``: the run directory of ``configs/<name>.yaml``, run once."""
+    shared = _shared_dir(tmp_path_factory, worker_id)
+
+    def get(name, quick=True):
+        argv = ["run", str(ROOT / "configs" / f"{name}.yaml"), *(["--quick"] if quick else [])]
+        return run_once(shared, f"{name}_{'quick' if quick else 'full'}", argv)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def report(tmp_path_factory, worker_id):
+    """``gradflow claims --quick`` as a user runs it (a fresh process), once per session (~170 s).
+
+    Its ``runs/<name>_quick`` folders are the shipped training configs at ``--quick``
+    (adding, clipping, bidirectional, lstm_variants)."""
+    import json
+
+    out = run_once(_shared_dir(tmp_path_factory, worker_id), "claims_report", ["claims", "--quick"])
+    return out, json.loads((out / "claims.json").read_text())

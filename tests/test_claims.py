@@ -3,9 +3,6 @@ that equal the run directories they came from; tightening a criterion flips a ve
 
 import json
 import pathlib
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -35,23 +32,6 @@ QUICK_VERDICTS = {
 def open_deck(name):
     path = pathlib.Path(__file__).resolve().parents[2] / "shared" / "slides" / name
     return path.read_text() if path.exists() else ""
-
-
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    """``gradflow claims --quick`` as a user runs it: a fresh process (float32 defaults, no x64)."""
-    out = tmp_path_factory.mktemp("claims") / "report"
-    t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "gradflow.cli", "claims", "--quick", "-o", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    print(f"gradflow claims --quick: {time.perf_counter() - t0:.0f} s")
-    return out, json.loads((out / "claims.json").read_text())
 
 
 def by_id(payload):

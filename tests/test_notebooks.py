@@ -39,9 +39,15 @@ def test_notebook_runs_top_to_bottom(path, monkeypatch):
         for out in cell.get("outputs", [])
     )
     if path.name == "01_quickstart.ipynb":
-        rates = {float(g): float(r) for g, r in re.findall(r"g = ([\d.]+): rate ([-+][\d.]+)", text)}
+        found = re.findall(r"g = ([\d.]+): rate ([-+][\d.]+) per step: the gradient (\w+)", text)
+        rates = {float(g): float(r) for g, r, _ in found}
         assert set(rates) == {0.5, 1.0, 2.0}
         assert rates[0.5] < rates[1.0] < rates[2.0] and rates[0.5] < -0.3  # ordered -> chaotic
+        for _, r, word in found:  # the printed word is the sign of the printed rate
+            assert word == ("vanishes" if float(r) < 0 else "grows"), (r, word)
+        edge = float(re.search(r"the rate crosses 0 at g = ([\d.]+)", text).group(1))
+        assert 1.0 < edge < 2.0 and rates[1.0] < 0 < rates[2.0]  # between the g values of opposite sign
+        assert "grows, halves" not in text and "vanishes, doubles" not in text
         assert "18 runs, 6 compilations" in text
         images = [
             o

@@ -156,13 +156,13 @@ def test_plot_redraws_in_place_and_overlays(tmp_path, capsys):
     (run_a / "decay.png").unlink()
     assert main(["plot", str(run_a)]) == 0
     assert (run_a / "decay.png").is_file()
-    # several: overlaid into -o, labels prefixed with the run names
+    # several: overlaid into -o, labels prefixed with the run directories' names
     assert main(["plot", str(run_a), str(run_b)]) == 2
     assert "needs -o DIR" in capsys.readouterr().err
     both = tmp_path / "both"
     assert main(["plot", str(run_a), str(run_b), "-o", str(both), "--format", "svg"]) == 0
     svg = (both / "decay.svg").read_text()
-    assert "small: tanh RNN" in svg and "other: tanh RNN" in svg
+    assert "a: tanh RNN" in svg and "b: tanh RNN" in svg and "small: " not in svg
     assert not (both / "decay.png").exists()
     # figures a user already has are not overwritten without --force
     assert main(["plot", str(run_a), str(run_b), "-o", str(both), "--format", "svg"]) == 2

@@ -13,7 +13,8 @@ class DecayFit(NamedTuple):
     """Least-squares fit ``ln ||dL/dh_t|| ~ a + rate * k`` with ``k = T - t`` steps back.
 
     ``rate < 0``: the gradient vanishes going back, ``half_life = ln 2 / |rate|``
-    steps; ``rate > 0``: it explodes and ``half_life`` is the doubling length.
+    steps; ``rate > 0``: it grows and ``half_life`` is the doubling length.
+    ``gradflow.describe_rate(rate, half_life)`` puts a fit into words.
     ``r2`` is the coefficient of determination. All NaN when fewer than two
     finite points lie in the window.
     """
