@@ -243,6 +243,14 @@ BAD_FILES = [
     ("flag-type", MINIMAL.replace("16}}", "16, peephole: 'yes'}}"), ["options.peephole", "true or false"]),
     ("float-option", replace_cells("{hidden_size: 4, bias_scale: [1]}"), ["options.bias_scale", "a number"]),
     (
+        "inner-option-type",
+        MINIMAL.replace(
+            "cell: lstm, options: {hidden_size: 16}",
+            "cell: stacked, options: {hidden_size: 4, cell_options: {forget_bias: abc}}",
+        ),
+        ["cells.1.options = ", "lstm option forget_bias: expected a number, got 'abc'"],
+    ),
+    (
         "cell-rejects",
         replace_cells("{hidden_size: 4, activation: swish}"),
         ["cells.0.options = ", "unknown activation 'swish'; choose from"],
