@@ -240,3 +240,20 @@ def test_residual_stack_keeps_gradient_through_100_layers_plain_does_not():
         cell, cell.init(jax.random.key(0), 128), x0, None, lambda ys, x: jnp.sum(x * v)
     )
     assert float(res.log10_norms[0] - res.log10_norms[-1]) < -12
+
+
+def test_fit_window_beyond_the_sequence_is_an_error():
+    cell = cells.get("rnn", hidden_size=4)
+    params, h0 = cell.init(jax.random.key(0), 2), cell.initial_carry(3)
+    xs = jnp.ones((10, 3, 2), jnp.float32)
+    loss = lambda ys, h: jnp.sum(h)  # noqa: E731
+    full = gradflow.gradient_flow(cell, params, h0, xs, loss, fit_window=(0, 10))  # k_max = T is fine
+    np.testing.assert_allclose(
+        full.total_fit.rate, gradflow.gradient_flow(cell, params, h0, xs, loss).total_fit.rate
+    )
+    for window in [(0, 11), (5, 5), (-1, 3), (1, 2, 3)]:
+        with pytest.raises(
+            ValueError,
+            match=r"fit_window = .*: expected \(k_min, k_max\) steps back with 0 <= k_min < k_max <= T = 10",
+        ):
+            gradflow.gradient_flow(cell, params, h0, xs, loss, fit_window=window)
