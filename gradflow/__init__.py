@@ -21,6 +21,7 @@ from gradflow._cell import param_count as param_count
 from gradflow._cell import unroll as unroll
 from gradflow._fit import DecayFit as DecayFit
 from gradflow._fit import decay_fit as decay_fit
+from gradflow._fit import finite_ends as finite_ends
 from gradflow._flow import GradientFlow as GradientFlow
 from gradflow._flow import gradient_flow as gradient_flow
 from gradflow.experiment import run_config as run_config

@@ -36,6 +36,7 @@ from flax import serialization
 
 from gradflow import cells, figures, training
 from gradflow import config as cfgmod
+from gradflow._fit import finite_ends
 from gradflow.experiment import PARTS, atomic_write, json_number, load_parts, provenance, write_npz
 from gradflow.sweep import DYNAMIC_OPTIONS
 
@@ -249,8 +250,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
             loss = d["train_loss"][i]
             final = _last_evaluated(ev)
             solved_step, diverged_step = int(d["solved_step"][i]), int(d["diverged_step"][i])
-            rates = d["flow_rate"][i]
-            finite_rates = rates[np.isfinite(rates)]
+            rate_first, rate_last = finite_ends(d["flow_rate"][i])
             results.append(
                 run
                 | {
@@ -272,8 +272,8 @@ def _write_results(out: Path, groups, timing, resumed, cfg) -> dict:
                     "max_train_loss": json_number(
                         float(np.max(loss[np.isfinite(loss)])) if np.isfinite(loss).any() else np.nan
                     ),
-                    "flow_rate_first": json_number(float(finite_rates[0]) if finite_rates.size else np.nan),
-                    "flow_rate_last": json_number(float(finite_rates[-1]) if finite_rates.size else np.nan),
+                    "flow_rate_first": json_number(rate_first),
+                    "flow_rate_last": json_number(rate_last),
                     "param_count": int(d["param_count"]),
                     "time_per_step_s": step_time / R,
                     "group_step_time_s": step_time,
