@@ -456,6 +456,12 @@ def readme_table(payload: list) -> str:
         slides = ", ".join(f"{q['deck']}{q['slide']}" for q in entry["slides"])
         verdict = f"{entry['verdict']}: {entry['measured']}"
         lines.append(markdown_row([f"{entry['id']} {entry['title']}", slides, verdict]))
+    seconds = sum(e["seconds"] for e in payload)
+    lines += [
+        "",
+        f"Measured by one `gradflow claims` run at full size: {seconds:.0f} s for these "
+        f"{len(payload)} claims.",
+    ]
     return "\n".join(lines)
 
 
