@@ -1,4 +1,4 @@
-"""Exponential decay fits of per-step gradient norms."""
+"""Exponential decay fits of per-step gradient norms, and the first/last finite entries rule."""
 
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gradflow.markdown import markdown_row
+
 VERDICTS = ("reproduced", "reproduced under conditions", "not reproduced")
 
 
@@ -135,7 +137,7 @@ CLAIMS = (
         "vs plain + BN MLP, Adam on a random-teacher regression, final MSE / var(y)",
         "residual (+/- BN): |log10(||dL/dx_0|| / ||dL/dx_L||)| <= {keep_decades:g} at the largest L and "
         "the deep residual MLP trains to median MSE / var(y) <= {train_ratio:g}, while no plain variant "
-        "keeps its gradient so or trains; under conditions if a plain variant does either",
+        "keeps its gradient within that bound or trains; under conditions if a plain variant does either",
         "c06_residual",
     ),
     Claim(
@@ -331,12 +333,12 @@ def run_claim(claim: Claim, out, *, quick: bool = False, criteria: dict | None =
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     numbers = module.run(folder, quick)
+    figure, runs = numbers.pop("figure", None), numbers.pop("runs", [])
+    numbers = _finite(numbers)  # judged as claims.json stores them, so its text recomputes from it
     used = {**module.CRITERIA, **(criteria or {})}
     verdict, measured = module.verdict(numbers, used)
     if verdict not in VERDICTS:
         raise ValueError(f"{claim.experiment}.verdict returned {verdict!r}; expected one of {VERDICTS}")
-    figure = numbers.pop("figure", None)
-    runs = numbers.pop("runs", [])
     seconds = time.perf_counter() - t0
     return Result(claim.id, verdict, measured, numbers, used, figure, seconds, runs, claim.render(used))
 
@@ -385,7 +387,7 @@ def write_report(results: list[Result], out) -> list:
     ]
     for r in results:
         c = by_id[r.id]
-        slides = ", ".join(f"{q.deck}{q.slide}" for q in c.quotes)
+        slides = ", ".join(dict.fromkeys(f"{q.deck}{q.slide}" for q in c.quotes))  # A8, A8 -> A8
         fig = f"[{rel(r.figure)}]({rel(r.figure)})" if r.figure else "-"
         row = [f"{c.id} {c.title}", slides, r.measured, r.criterion, f"**{r.verdict}**", fig]
         lines.append(markdown_row(row))
@@ -432,42 +434,3 @@ def write_report(results: list[Result], out) -> list:
         "<!doctype html><meta charset=utf-8><title>gradflow claims</title>\n" + "\n".join(body)
     )
     return [out / "report.md", out / "claims.json", out / "report.html"]
-
-
-# ------------------------------------------------------------------------------------- markdown tables
-def markdown_cell(value) -> str:
-    """``value`` as one markdown table cell: ``|`` escaped, newlines folded to spaces."""
-    return " ".join(str(value).replace("|", "\\|").split())
-
-
-def markdown_row(cells) -> str:
-    """One markdown table row (every markdown table gradflow writes goes through here)."""
-    return "| " + " | ".join(markdown_cell(c) for c in cells) + " |"
-
-
-README_START = "<!-- claims-table:start (generated from experiments/claims_full.json) -->"
-README_END = "<!-- claims-table:end -->"
-
-
-def readme_table(payload: list) -> str:
-    """The README's claims table (claim, slides, verdict: measured) from a full run's claims.json."""
-    lines = [markdown_row(["claim", "slides", "verdict (full run)"]), markdown_row(["---"] * 3)]
-    for entry in payload:
-        slides = ", ".join(f"{q['deck']}{q['slide']}" for q in entry["slides"])
-        verdict = f"{entry['verdict']}: {entry['measured']}"
-        lines.append(markdown_row([f"{entry['id']} {entry['title']}", slides, verdict]))
-    seconds = sum(e["seconds"] for e in payload)
-    lines += [
-        "",
-        f"Measured by one `gradflow claims` run at full size: {seconds:.0f} s for these "
-        f"{len(payload)} claims.",
-    ]
-    return "\n".join(lines)
-
-
-def with_readme_table(readme: str, payload: list) -> str:
-    """``readme`` with the text between the claims-table markers replaced by ``readme_table``."""
-    start, end = readme.find(README_START), readme.find(README_END)
-    if start < 0 or end < start:
-        raise ValueError(f"README: the markers {README_START!r} ... {README_END!r} are missing")
-    return readme[: start + len(README_START)] + "\n" + readme_table(payload) + "\n" + readme[end:]

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from gradflow import claims
+from gradflow import claims, markdown
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FULL = ROOT / "experiments" / "claims_full.json"
@@ -87,8 +87,8 @@ def test_an_overridden_threshold_changes_the_rendered_criterion(c2_report):
 
 
 def test_markdown_cells_escape_pipes_and_newlines():
-    assert claims.markdown_row(["a|b", "c\nd", 1.5]) == "| a\\|b | c d | 1.5 |"
-    assert split_row(claims.markdown_row(["max |x - y|", "z"])) == ["max |x - y|", "z"]
+    assert markdown.markdown_row(["a|b", "c\nd", 1.5]) == "| a\\|b | c d | 1.5 |"
+    assert split_row(markdown.markdown_row(["max |x - y|", "z"])) == ["max |x - y|", "z"]
 
 
 # ------------------------------------------------------------------ the README table from a full run
@@ -100,7 +100,7 @@ def full():
 def test_readme_claims_table_is_the_rendering_of_the_stored_full_run(full):
     """Rewrite it with ``python tools/readme_claims.py [DIR/claims.json]``."""
     readme = (ROOT / "README.md").read_text()
-    assert claims.with_readme_table(readme, full) == readme
+    assert markdown.with_readme_table(readme, full) == readme
     rows = table_rows(readme, "| claim | slides | verdict (full run) |")
     assert [r[0].split()[0] for r in rows[2:]] == [c.id for c in claims.CLAIMS]
     assert all(len(r) == 3 for r in rows)
