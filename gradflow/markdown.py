@@ -29,7 +29,11 @@ def readme_table(payload: list) -> str:
         verdict = f"{entry['verdict']}: {entry['measured']}"
         lines.append(markdown_row([f"{entry['id']} {entry['title']}", slides, verdict]))
     seconds = sum(e["seconds"] for e in payload)
-    lines += ["", f"Measured at full size by `gradflow claims`: {seconds:.0f} s of experiments in all."]
+    lines += [
+        "",
+        f"Each claim's experiment time is its `seconds` in the stored json ({seconds:.0f} s summed; a "
+        "claim rerun with `--only` also counts the shipped runs it shares with others).",
+    ]
     return "\n".join(lines)
 
 
