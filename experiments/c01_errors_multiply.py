@@ -62,7 +62,7 @@ def verdict(numbers: dict, criteria: dict):
     measured = (
         f"linear RNN: max |rate - ln rho| = {lin_err:.1e}; "
         f"tanh RNN: max |rate - mean field| = {tanh_err:.3f}; "
-        f"decay below 1 and growth above 1 on every run: {signs}; min R^2 {r2:.3f}"
+        f"decay below 1 and growth above 1 on every run: {'yes' if signs else 'no'}; min R^2 {r2:.3f}"
     )
     ok = lin_err <= criteria["linear_tol"] and tanh_err <= criteria["tanh_tol"] and signs
     ok = ok and r2 >= criteria["min_r2"]

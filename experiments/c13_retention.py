@@ -21,8 +21,9 @@ CRITERIA = {"min_rate_gain": 0.02}  # ln/step: the rate must rise by at least th
 
 
 def _num(x) -> str:
-    """``x`` as ``+0.123``; None (a non-finite value read back from claims.json) as ``n/a``."""
-    return "n/a" if x is None else f"{x:+.3f}"
+    """``x`` as ``+0.123``; None (a non-finite value, as claims.json stores it: -inf when the carry
+    dynamics collapse, e.g. every ReLU unit dead) as ``not finite``."""
+    return "not finite" if x is None else f"{x:+.3f}"
 
 
 def _steps(half_life) -> str:

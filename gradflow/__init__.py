@@ -23,6 +23,7 @@ from gradflow.measure import LyapunovSpectrum as LyapunovSpectrum
 from gradflow.measure import PathDecomposition as PathDecomposition
 from gradflow.measure import ProductNorms as ProductNorms
 from gradflow.measure import decay_fit as decay_fit
+from gradflow.measure import finite_ends as finite_ends
 from gradflow.measure import gradient_flow as gradient_flow
 from gradflow.measure import local_jacobians as local_jacobians
 from gradflow.measure import lyapunov_spectrum as lyapunov_spectrum

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gradflow.markdown import markdown_row
+
 VERDICTS = ("reproduced", "reproduced under conditions", "not reproduced")
 
 
@@ -29,8 +31,21 @@ class Claim:
     title: str
     quotes: tuple[Quote, ...]
     measured: str
-    criterion: str
+    criterion: str  # a template: ``{key}`` (format spec allowed) for each threshold of CRITERIA
     experiment: str  # module name in experiments/
+
+    def placeholders(self) -> set[str]:
+        """The threshold names the criterion template uses."""
+        import string
+
+        return {name for _, name, _, _ in string.Formatter().parse(self.criterion) if name}
+
+    def render(self, criteria: dict) -> str:
+        """The criterion text with the thresholds ``criteria`` filled in (the ones the verdict used).
+
+        KeyError when a placeholder has no threshold, so a text cannot quote a number the verdict
+        did not use."""
+        return self.criterion.format(**criteria)
 
 
 CLAIMS = (
@@ -47,8 +62,8 @@ CLAIMS = (
         ),
         "fitted ln-rate of ||dL/dh_t|| per step vs ln rho (linear RNN, W = rho Q) and vs mean-field "
         "theory (tanh RNN sigma_w sweep); R^2 of the exponential fit",
-        "linear: |rate - ln rho| < 1e-3 for every rho; "
-        "tanh: sign(rate) = sign(theory), |diff| < 0.05, R^2 > 0.95",
+        "linear RNN: |rate - ln rho| <= {linear_tol:g} for every rho; tanh RNN: |rate - mean field| <= "
+        "{tanh_tol:g} for every sigma_w; on every run sign(rate) = sign(theory) and R^2 >= {min_r2:g}",
         "c01_errors_multiply",
     ),
     Claim(
@@ -56,7 +71,8 @@ CLAIMS = (
         "the BPTT gradient is a product of Jacobians with tanh' in (0, 1]",
         (Quote("B", 10, "dE3/dw = sum_k dE3/dy3 dy3/ds3 (prod_j ds_j/ds_{j-1}) ds_k/dw, tanh' in (0, 1]"),),
         "explicit product of local Jacobians vs autodiff; ||J_t|| vs the Pascanu bound ||W|| gamma",
-        "relative difference < 1e-6 (float64); bound never exceeded",
+        "max relative difference <= {product_rtol:g} (float64); max ||J_t|| - bound <= {bound_slack:g} "
+        "at every step; tanh' in (0, 1]",
         "c02_bptt_product",
     ),
     Claim(
@@ -77,7 +93,8 @@ CLAIMS = (
             ),
         ),
         "adding problem over T: held-out MSE / baseline and solved per cell and seed",
-        "LSTM and GRU solved on every seed, tanh RNN never below 0.5 x baseline",
+        "LSTM and GRU solved on every seed with median held-out loss <= {gated_max_ratio:g} x baseline; "
+        "tanh RNN solved on no seed, median >= {vanilla_min_ratio:g} x baseline",
         "c03_long_dependencies",
     ),
     Claim(
@@ -85,7 +102,8 @@ CLAIMS = (
         "exploding gradients make training unstable; clipping fixes it",
         (Quote("B", 11, "Exploding Gradient: Increasing weights, Large errors, Unstability in the network"),),
         "IRNN + SGD momentum on adding T=20 with and without clip_by_global_norm(1.0)",
-        "unclipped: diverged or spiking and unsolved on every seed; clipped: solved on every seed",
+        "unclipped: diverged, or spiked and unsolved, on >= {unclipped_failed_fraction:.0%} of seeds; "
+        "clipped: solved without diverging on >= {clipped_solved_fraction:.0%} of seeds",
         "c04_clipping",
     ),
     Claim(
@@ -101,8 +119,9 @@ CLAIMS = (
         ),
         "gradient rate of ReLU RNNs (orthogonal, IRNN) vs tanh RNN at init; the IRNN's dead units "
         "(zero at every step for every example) before and after training; adding results",
-        "reproduced: the IRNN's rate is >= 0.1 ln/step closer to 0 than the tanh RNN's and the IRNN "
-        "solves adding on every seed; under conditions: only the rate",
+        "reproduced: the IRNN's rate at init is >= {min_rate_gain:g} ln/step above the tanh RNN's and "
+        "every IRNN setting solves adding on >= {solved_fraction:.0%} of seeds; under conditions: only "
+        "the rate",
         "c05_relu",
     ),
     Claim(
@@ -116,9 +135,9 @@ CLAIMS = (
         "(alpha = 1/sqrt(L)) +/- batch norm vs plain at the same init (sigma_w = 1, critical), at "
         "sigma_w^2 = 0.5, + batch norm, + layer norm, against mean field; 128-layer residual vs plain "
         "vs plain + BN MLP, Adam on a random-teacher regression, final MSE / var(y)",
-        "residual (+/- BN): input gradient within 10x of the output gradient at L = 200 and 128 layers "
-        "train to MSE / var(y) < 0.1, while no plain variant keeps its gradient within 10x or trains; "
-        "under conditions if a plain variant does either",
+        "residual (+/- BN): |log10(||dL/dx_0|| / ||dL/dx_L||)| <= {keep_decades:g} at the largest L and "
+        "the deep residual MLP trains to median MSE / var(y) <= {train_ratio:g}, while no plain variant "
+        "keeps its gradient within that bound or trains; under conditions if a plain variant does either",
         "c06_residual",
     ),
     Claim(
@@ -135,8 +154,9 @@ CLAIMS = (
         ),
         "decay rate of the c-path (and h-path) gradient against the forget bias at init, and of an LSTM "
         "before/after training on adding",
-        "keeps the gradient = rate >= -0.05 ln/step (half-life > 14 steps); reproduced: at every "
-        "forget bias and after training; under conditions: only at some biases or after training",
+        "keeps the gradient = c-path rate >= {keep_rate:+g} ln/step; reproduced: at every forget bias "
+        "and after training (median over seeds); under conditions: only at some biases or only after "
+        "training",
         "c07_cell_state",
     ),
     Claim(
@@ -152,8 +172,9 @@ CLAIMS = (
             ),
         ),
         "no forget / input / output gate ablations: gradient rate at init and adding results",
-        "removing a gate changes the init rate by >= 0.05 ln/step, or the task result (solved runs, "
-        "or solve step by >= 2x)",
+        "removing a gate changes the init rate by >= {min_rate_change:g} ln/step, or the adding result "
+        "(solved runs, or median solve step by >= {min_steps_ratio:g}x); reproduced: for each of NFG, "
+        "NIG, NOG; under conditions: for some",
         "c08_gates",
     ),
     Claim(
@@ -161,7 +182,9 @@ CLAIMS = (
         "GRU has fewer parameters and trains faster",
         (Quote("A", 31, "GRU has significantly fewer parameters and trains faster"),),
         "parameter counts (exact), time per train step, steps to solve the adding problem",
-        "params: GRU = 3/4 of LSTM weights; faster: reported as found (time per step and steps to solve)",
+        "GRU/LSTM weights = {weights_ratio:g} exactly; reproduced: the GRU also takes less time per step "
+        "and fewer steps to solve (medians over settings); under conditions: only one of the two "
+        "(time per step depends on the device)",
         "c09_gru",
     ),
     Claim(
@@ -169,7 +192,8 @@ CLAIMS = (
         "LSTM variants perform about the same",
         (Quote("B", 26, "LSTM Variations Comparison: They're all about the same in performance"),),
         "solve step and final loss over 5 seeds per Greff et al. variant",
-        "every variant solves within 2x of vanilla's median solve step",
+        "a variant is about the same when it solves on every seed with a median solve step <= "
+        "{max_slowdown:g}x vanilla's; reproduced: every variant; under conditions: at most half differ",
         "c10_variants",
     ),
     Claim(
@@ -178,8 +202,9 @@ CLAIMS = (
         (Quote("A", 28, "Dropout usually applied only to non-recurrent edges, including between layers"),),
         "2-layer LSTM on adding, dropout 0.25 on the upward edges, on h_{t-1} (fresh mask per step, or "
         "one per sequence) or on c_{t-1}: held-out loss / baseline, solved, gradient rate at init",
-        "reproduced: upward dropout solves (<= 0.3 x baseline) and every recurrent placement fails "
-        "(>= 0.5); under conditions: only some recurrent placements fail",
+        "reproduced: upward dropout reaches <= {max_upward_ratio:g} x baseline and every recurrent "
+        "placement stays >= {min_memory_ratio:g} x baseline (medians); under conditions: only some "
+        "recurrent placements do",
         "c11_stacked",
     ),
     Claim(
@@ -187,7 +212,9 @@ CLAIMS = (
         "bidirectional LSTMs use future context",
         (Quote("A", 29, "Bidirectional RNNs can better exploit context in both directions"),),
         "lookahead task: unidirectional vs bidirectional LSTM",
-        "bidirectional solved, unidirectional at the baseline",
+        "every bidirectional setting <= {bidirectional_max_ratio:g} x baseline and every unidirectional "
+        ">= {unidirectional_min_ratio:g} x baseline (medians); under conditions: only some "
+        "bidirectional settings",
         "c12_bidirectional",
     ),
     Claim(
@@ -203,7 +230,8 @@ CLAIMS = (
         ),
         "gradient decay rate (half-life) and top Lyapunov exponent of the carry dynamics before vs "
         "after training on the adding problem",
-        "both rise by >= 0.02 ln/step for every LSTM and GRU setting (under conditions: for some)",
+        "the gradient decay rate and the top Lyapunov exponent both rise by >= {min_rate_gain:g} "
+        "ln/step for every LSTM and GRU setting (under conditions: for some)",
         "c13_retention",
     ),
     Claim(
@@ -227,9 +255,11 @@ CLAIMS = (
         "seeds: log10 ||dL_j/dx_src(j)|| per target position at init and after training; held-out "
         "loss / ln 8; gradient of the decoder loss per encoder step. CNN-LSTM (flax conv per frame, "
         "then an LSTM): decay rate of ||dL/dframe_t|| vs the same LSTM fed the features",
-        "reversal raises the first 3 targets' gradient at init by >= 0.3 decades at every source "
-        "length and trains at least as well; every CNN-LSTM frame gets a finite gradient with a "
-        "per-frame rate within 10% of its LSTM's; not reproduced if the reversal gain is missing",
+        "reversal raises the first 3 targets' gradient at init by >= {min_first_gain:g} decades and "
+        "lowers the held-out loss / ln 8 by >= {min_loss_gain:g} at every source length; every "
+        "CNN-LSTM frame gets a finite gradient >= 10^{min_frame_log10:g} with a per-frame rate within "
+        "{max_rate_rel_diff:.0%} of its LSTM's; not reproduced if the reversal gain is missing at "
+        "every length",
         "c14_architectures",
     ),
 )
@@ -256,6 +286,7 @@ class Result:
     figure: str | None
     seconds: float
     runs: list
+    criterion: str = ""  # the claim's criterion rendered with ``criteria``
 
 
 def experiments_dir():
@@ -314,13 +345,14 @@ def run_claim(
     finally:
         if manifest is not None:
             _record_outputs(manifest, folder)
+    figure, runs = numbers.pop("figure", None), numbers.pop("runs", [])
+    numbers = _finite(numbers)  # judged as claims.json stores them, so its text recomputes from it
     used = {**module.CRITERIA, **(criteria or {})}
     verdict, measured = module.verdict(numbers, used)
     if verdict not in VERDICTS:
         raise ValueError(f"{claim.experiment}.verdict returned {verdict!r}; expected one of {VERDICTS}")
-    figure = numbers.pop("figure", None)
-    runs = numbers.pop("runs", [])
-    return Result(claim.id, verdict, measured, numbers, used, figure, time.perf_counter() - t0, runs)
+    seconds = time.perf_counter() - t0
+    return Result(claim.id, verdict, measured, numbers, used, figure, seconds, runs, claim.render(used))
 
 
 def _record_outputs(manifest, folder) -> None:
@@ -403,21 +435,20 @@ def write_report(results: list[Result], out) -> list:
     lines = [
         "# Slide claims, measured",
         "",
-        "| claim | slide | measured | criterion | verdict | figure |",
-        "| --- | --- | --- | --- | --- | --- |",
+        markdown_row(["claim", "slide", "measured", "criterion", "verdict", "figure"]),
+        markdown_row(["---"] * 6),
     ]
     for r in results:
         c = by_id[r.id]
-        slides = ", ".join(f"{q.deck}{q.slide}" for q in c.quotes)
+        slides = ", ".join(dict.fromkeys(f"{q.deck}{q.slide}" for q in c.quotes))  # A8, A8 -> A8
         fig = f"[{rel(r.figure)}]({rel(r.figure)})" if r.figure else "-"
-        lines.append(
-            f"| {c.id} {c.title} | {slides} | {r.measured} | {c.criterion} | **{r.verdict}** | {fig} |"
-        )
+        row = [f"{c.id} {c.title}", slides, r.measured, r.criterion, f"**{r.verdict}**", fig]
+        lines.append(markdown_row(row))
     for r in results:
         c = by_id[r.id]
         lines += ["", f"## {c.id}: {c.title}", ""]
         lines += [f"> {q.text} (deck {q.deck}, slide {q.slide})" for q in c.quotes]
-        lines += ["", f"- measured: {c.measured}", f"- criterion: {c.criterion} (thresholds: {r.criteria})"]
+        lines += ["", f"- measured: {c.measured}", f"- criterion: {r.criterion} (thresholds: {r.criteria})"]
         lines += [f"- result: {r.measured}", f"- verdict: **{r.verdict}** ({r.seconds:.0f} s)"]
         if r.runs:
             lines.append("- numbers from: " + ", ".join(f"`{_rel_or_abs(p, out)}`" for p in r.runs))
@@ -431,7 +462,7 @@ def write_report(results: list[Result], out) -> list:
             "slides": [{"deck": q.deck, "slide": q.slide, "text": q.text} for q in by_id[r.id].quotes],
             "verdict": r.verdict,
             "measured": r.measured,
-            "criterion": by_id[r.id].criterion,
+            "criterion": r.criterion,
             "criteria": r.criteria,
             "numbers": r.numbers,
             "figure": rel(r.figure),
@@ -449,7 +480,7 @@ def write_report(results: list[Result], out) -> list:
             f"<blockquote>{html.escape(q.text)} (deck {q.deck}, slide {q.slide})</blockquote>"
             for q in c.quotes
         ]
-        body.append(f"<p>{html.escape(r.measured)}</p><p><i>criterion:</i> {html.escape(c.criterion)}</p>")
+        body.append(f"<p>{html.escape(r.measured)}</p><p><i>criterion:</i> {html.escape(r.criterion)}</p>")
         if r.figure:
             body.append(f'<img src="{html.escape(rel(r.figure))}" style="max-width:100%">')
     (out / "report.html").write_text(

@@ -490,10 +490,10 @@ def _cmd_claims(args) -> int:
         claims.finish_report(results, manifest)
     console = Console() if Console().is_terminal else Console(width=140)
     table = Table(title=f"slide claims ({out}/report.md)")
-    for col in ("claim", "verdict", "measured"):
+    for col in ("claim", "verdict", "measured", "criterion"):
         table.add_column(col)
     for r in results:
-        table.add_row(r.id, r.verdict, r.measured)
+        table.add_row(r.id, r.verdict, r.measured, r.criterion)
     console.print(table)
     for line in failed:
         print(f"gradflow: error: claim {line}", file=sys.stderr)

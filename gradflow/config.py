@@ -452,7 +452,29 @@ def _validate(raw: dict, source: str) -> Config:
             if spec.build().params_per_step:
                 text = f"cells.{i}.cell = {spec.cell!r} is a depth stack; a task needs a recurrent cell"
                 raise _Invalid(f"cells.{i}.cell", spec.cell, text=text)
-    return replace(cfg, sweep=replace(cfg.sweep, grid=_grid(raw, grid, source)))
+    cfg = replace(cfg, sweep=replace(cfg.sweep, grid=_grid(raw, grid, source)))
+    if window is not None and raw["task"] is None:
+        _window_within_steps(cfg, window)
+    return cfg
+
+
+def _window_within_steps(cfg: Config, window) -> None:
+    """``fit.window``'s k_max must not exceed T: ``inputs.steps``, or the depth of a depth stack
+    (each sweep point is validated as a config of its own, so every point is checked)."""
+    lengths = {}  # T: the key it comes from
+    for i, spec in enumerate(cfg.cells):
+        known = _cells.options(spec.cell)
+        if "depth" in known:
+            lengths.setdefault(spec.options.get("depth", known["depth"]), f"cells.{i}.options.depth")
+        else:
+            lengths.setdefault(cfg.inputs.steps, "inputs.steps")
+    steps = min(lengths)
+    if window[1] > steps:
+        text = (
+            f"fit.window = {list(window)}: k_max {window[1]} is beyond T = {steps} ({lengths[steps]}); "
+            "expected k_max <= T"
+        )
+        raise _Invalid("fit.window", list(window), text=text)
 
 
 def _task_spec(value) -> TaskSpec:

@@ -23,6 +23,7 @@ import numpy as np
 from gradflow import config as cfgmod
 from gradflow import figures, theory
 from gradflow.engine import sweep
+from gradflow.measure.fit import finite_ends
 from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, provenance, write_npz
 
 __all__ = ["PARTS", "RunDirError", "atomic_write", "json_number", "plan", "run_config", "run_experiment"]
@@ -248,8 +249,8 @@ def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
                 if f"log10_norms/{p}" in data:
                     arrays[f"log10_norms_{p}"][row, :t1] = data[f"log10_norms/{p}"][i]
                     fit[p] = {f: float(data[f"{f}/{p}"][i]) for f in ("rate", "half_life", "r2")}
-            log10 = data["total_log10_norms"][i]
-            fit["log10_first_last_ratio"] = float(log10[0] - log10[-1])
+            first, last = finite_ends(data["total_log10_norms"][i])  # an exact zero (-inf) is left out
+            fit["log10_first_last_ratio"] = first - last
             fit["nonfinite_step"] = int(data["nonfinite_step"][i])
             fit["theory_rate"] = json_number(theory.predicted_rate(run["cell"], run["options"]))
             fits.append(fit)

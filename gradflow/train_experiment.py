@@ -36,6 +36,7 @@ from gradflow import cells, figures, training
 from gradflow import config as cfgmod
 from gradflow.engine.sweep import DYNAMIC_OPTIONS
 from gradflow.experiment import RESULT_FILES, load_parts, result_files
+from gradflow.measure.fit import finite_ends
 from gradflow.rundir import PARTS, atomic_write, json_number, provenance, write_npz
 
 LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
@@ -257,8 +258,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
             loss = d["train_loss"][i]
             final = _last_evaluated(ev)
             solved_step, diverged_step = int(d["solved_step"][i]), int(d["diverged_step"][i])
-            rates = d["flow_rate"][i]
-            finite_rates = rates[np.isfinite(rates)]
+            rate_first, rate_last = finite_ends(d["flow_rate"][i])
             results.append(
                 run
                 | {
@@ -280,8 +280,8 @@ def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
                     "max_train_loss": json_number(
                         float(np.max(loss[np.isfinite(loss)])) if np.isfinite(loss).any() else np.nan
                     ),
-                    "flow_rate_first": json_number(float(finite_rates[0]) if finite_rates.size else np.nan),
-                    "flow_rate_last": json_number(float(finite_rates[-1]) if finite_rates.size else np.nan),
+                    "flow_rate_first": json_number(rate_first),
+                    "flow_rate_last": json_number(rate_last),
                     "param_count": int(d["param_count"]),
                     "time_per_step_s": step_time / R,
                     "group_step_time_s": step_time,

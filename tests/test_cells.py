@@ -213,6 +213,38 @@ def test_get_bad_values_name_the_value_and_the_choices(name, opts, match):
     _raises(re.escape(match), name, **{size: 4, **opts})
 
 
+@pytest.mark.parametrize(
+    ("name", "opts", "match"),
+    [
+        ("lstm", {"forget_bias": "abc"}, "lstm option forget_bias: expected a number, got 'abc'"),
+        ("rnn", {"weight_scale": None}, "rnn option weight_scale: expected a number, got None"),
+        ("gru", {"update_bias": True}, "gru option update_bias: expected a number, got True"),
+        ("lstm", {"peephole": "yes"}, "lstm option peephole: expected true or false, got 'yes'"),
+        ("plain", {"bias_scale": [0.1]}, "plain option bias_scale: expected a number, got [0.1]"),
+    ],
+)
+def test_get_options_of_the_wrong_type_name_cell_option_and_type(name, opts, match):
+    with pytest.raises(TypeError, match=re.escape(match)):
+        cells.get(name, **{SIZE[name]: 4, **opts})
+    if name == "lstm":  # the inner cell of a combinator says the same
+        with pytest.raises(TypeError, match=re.escape(match)):
+            cells.get("stacked", hidden_size=4, cell_options=opts)
+
+
+def test_get_accepts_numbers_of_any_kind_for_float_options():
+    """ints, numpy scalars and traced arrays (a sweep vmaps over init scales) are numbers."""
+    x = jnp.ones((3, 2, 1), jnp.float32)
+
+    def rate(scale):
+        cell = cells.get("rnn", hidden_size=4, weight_scale=scale)
+        params, h0 = cell.init(jax.random.key(0), 1), cell.initial_carry(2)
+        return gradflow.gradient_flow(cell, params, h0, x, lambda ys, h: jnp.sum(h)).total_fit.rate
+
+    direct = [float(rate(s)) for s in (2, np.float32(0.5))]
+    traced = jax.vmap(rate)(jnp.array([2.0, 0.5], jnp.float32))
+    np.testing.assert_allclose(np.asarray(traced), direct, rtol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["residual", "plain"])
 def test_get_unknown_norm(name):
     _raises(r"unknown norm 'group'; choose from .*'batch'.*'layer'", name, width=4, norm="group")

@@ -62,6 +62,11 @@ def test_measure_table_names_lstm_paths(capsys):
         (["measure", "lstm", "--set", "nokey"], "expected KEY=VALUE"),
         (["measure", "rnn", "--set", "activation=swish"], "unknown activation 'swish'"),
         (["measure", "rnn", "-T", "0"], "--steps must be >= 1"),
+        (
+            ["measure", "lstm", "--set", "forget_bias=abc"],
+            "lstm option forget_bias: expected a number, got 'abc'",
+        ),
+        (["measure", "lstm", "--set", "peephole=3"], "lstm option peephole: expected true or false, got 3"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message):

@@ -41,7 +41,7 @@ cells:
 inputs: {size: 4, steps: 50, batch: 2, distribution: uniform, scale: 2}
 loss: every_step
 measures: [gradient_norms]
-fit: {window: [1, 40]}
+fit: {window: [1, 3]}  # k_max <= T at every point, --quick too
 sweep:
   grid: {cells.0.options.weight_scale: [0.5, 1, 2], inputs.steps: [10, 20]}
   seeds: [0, 3]
@@ -80,7 +80,7 @@ def test_full_config_types(tmp_path):
     assert cfg.cells[2].options["cell_options"] == {"update_bias": 1}
     assert cfg.inputs == Inputs(size=4, steps=50, batch=2, distribution="uniform", scale=2.0)
     assert type(cfg.inputs.scale) is float
-    assert (cfg.loss, cfg.fit.window) == ("every_step", (1, 40))
+    assert (cfg.loss, cfg.fit.window) == ("every_step", (1, 3))
     assert cfg.sweep.grid == {"cells.0.options.weight_scale": (0.5, 1.0, 2.0), "inputs.steps": (10, 20)}
     assert all(type(v) is float for v in cfg.sweep.grid["cells.0.options.weight_scale"])
     assert cfg.sweep.seeds == (0, 3)
@@ -215,6 +215,22 @@ BAD_FILES = [
     ("measures-empty", MINIMAL + "measures: []\n", ["measures = []", "a non-empty list"]),
     ("window-order", MINIMAL + "fit: {window: [5, 5]}\n", ["fit.window = [5, 5]", "k_min < k_max"]),
     ("window-shape", MINIMAL + "fit: {window: [3]}\n", ["fit.window = [3]", "null or [k_min, k_max]"]),
+    (
+        "window-beyond-steps",
+        MINIMAL + "inputs: {steps: 20}\nfit: {window: [0, 50]}\n",
+        ["fit.window = [0, 50]: k_max 50 is beyond T = 20 (inputs.steps); expected k_max <= T"],
+    ),
+    (
+        "window-beyond-a-grid-point",
+        MINIMAL + "inputs: {steps: 100}\nfit: {window: [0, 50]}\nsweep: {grid: {inputs.steps: [100, 30]}}\n",
+        ["sweep.grid['inputs.steps'][1]: fit.window = [0, 50]: k_max 50 is beyond T = 30 (inputs.steps)"],
+    ),
+    (
+        "window-beyond-depth",
+        "name: d\ncells: [{label: res, cell: residual, options: {width: 4, depth: 8}}]\n"
+        "fit: {window: [1, 9]}\n",
+        ["k_max 9 is beyond T = 8 (cells.0.options.depth)"],
+    ),
     ("window-negative", MINIMAL + "fit: {window: [-1, 3]}\n", ["fit.window.0 = -1", "integer >= 0"]),
     ("seeds-duplicate", MINIMAL + "sweep: {seeds: [0, 0]}\n", ["sweep.seeds.1 = 0", "no duplicates"]),
     ("seeds-negative", MINIMAL + "sweep: {seeds: [-1]}\n", ["sweep.seeds.0 = -1", "integer >= 0"]),
@@ -242,6 +258,14 @@ BAD_FILES = [
     ("size-bool", replace_cells("{hidden_size: true}"), ["cells.0.options.hidden_size = true", ">= 1"]),
     ("flag-type", MINIMAL.replace("16}}", "16, peephole: 'yes'}}"), ["options.peephole", "true or false"]),
     ("float-option", replace_cells("{hidden_size: 4, bias_scale: [1]}"), ["options.bias_scale", "a number"]),
+    (
+        "inner-option-type",
+        MINIMAL.replace(
+            "cell: lstm, options: {hidden_size: 16}",
+            "cell: stacked, options: {hidden_size: 4, cell_options: {forget_bias: abc}}",
+        ),
+        ["cells.1.options = ", "lstm option forget_bias: expected a number, got 'abc'"],
+    ),
     (
         "cell-rejects",
         replace_cells("{hidden_size: 4, activation: swish}"),

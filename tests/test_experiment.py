@@ -52,6 +52,24 @@ def test_sweep_compiles_once_and_rates_match_the_norms(tmp_path):
     assert {"run_id", "label", "seed", "t", "steps_back", "log10_norm"} <= set(rows[0])
 
 
+def test_an_exactly_zero_last_norm_is_left_out_of_the_first_last_ratio(tmp_path):
+    """loss: readout reads ys[-1], never the final carry, so ||dL/dh_T|| is exactly 0 (log10 -inf):
+    the ratio is taken between the first and last nonzero norms, as the decay fit does."""
+    out = tmp_path / "run"
+    text = SWEEP.replace("steps: 30", "steps: 12") + "loss: readout\n"
+    assert main(["run", str(_config(tmp_path, text)), "-o", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    with np.load(out / "results.npz") as data:
+        log10 = data["total_log10_norms"]
+    assert np.all(log10[:, 12] == -np.inf) and np.all(np.isfinite(log10[:, :12]))
+    for i, run in enumerate(summary["runs"]):
+        ratio = run["fit"]["log10_first_last_ratio"]
+        assert ratio == pytest.approx(float(log10[i, 0]) - float(log10[i, 11]), abs=1e-5)
+        # the decay fit over the same finite points: least squares on k = T - t = 12..1 steps back
+        slope = np.polyfit(12.0 - np.arange(12.0), log10[i, :12].astype(np.float64) * np.log(10), 1)[0]
+        assert run["fit"]["total"]["rate"] == pytest.approx(slope, rel=1e-4)
+
+
 def test_a_directory_with_a_foreign_file_is_refused_even_with_force(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

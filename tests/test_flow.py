@@ -240,3 +240,44 @@ def test_residual_stack_keeps_gradient_through_100_layers_plain_does_not():
         cell, cell.init(jax.random.key(0), 128), x0, None, lambda ys, x: jnp.sum(x * v)
     )
     assert float(res.log10_norms[0] - res.log10_norms[-1]) < -12
+
+
+def test_fit_window_beyond_the_sequence_is_an_error():
+    cell = cells.get("rnn", hidden_size=4)
+    params, h0 = cell.init(jax.random.key(0), 2), cell.initial_carry(3)
+    xs = jnp.ones((10, 3, 2), jnp.float32)
+    loss = lambda ys, h: jnp.sum(h)  # noqa: E731
+    full = gradflow.gradient_flow(cell, params, h0, xs, loss, fit_window=(0, 10))  # k_max = T is fine
+    np.testing.assert_allclose(
+        full.total_fit.rate, gradflow.gradient_flow(cell, params, h0, xs, loss).total_fit.rate
+    )
+    for window in [(0, 11), (5, 5), (-1, 3), (1, 2, 3)]:
+        with pytest.raises(
+            ValueError,
+            match=r"fit_window = .*: expected \(k_min, k_max\) steps back with 0 <= k_min < k_max <= T = 10",
+        ):
+            gradflow.gradient_flow(cell, params, h0, xs, loss, fit_window=window)
+
+
+def test_finite_ends_leave_out_exact_zeros_and_padding():
+    assert gradflow.finite_ends([-np.inf, 2.0, np.nan, 1.0, -np.inf, np.nan]) == (2.0, 1.0)
+    assert gradflow.finite_ends(np.array([3.5])) == (3.5, 3.5)
+    assert all(np.isnan(gradflow.finite_ends([-np.inf, np.nan])))
+
+
+def test_a_loss_that_reads_only_ys_gives_a_zero_last_norm_for_c_and_h():
+    """The README's loss reads ys[-1] (= h_T as an output), not the final carry: dL/d(c_T, h_T) = 0
+    through the carry, so log10_norms[T] = -inf for both parts; a loss on h_T alone leaves c_T's 0.
+    Entry T - 1 equals the LSTM's closed-form chain: finite."""
+    cell = cells.get("lstm", hidden_size=8)
+    params, h0 = cell.init(jax.random.key(0), 3), cell.initial_carry(2)
+    xs = jax.random.normal(jax.random.key(1), (6, 2, 3), jnp.float32)
+    on_ys = gradflow.gradient_flow(cell, params, h0, xs, lambda ys, carry: jnp.mean((ys[-1] - 1.0) ** 2))
+    on_h = gradflow.gradient_flow(cell, params, h0, xs, lambda ys, carry: jnp.mean((carry[1] - 1.0) ** 2))
+    (c_ys, h_ys), (c_h, h_h) = on_ys.log10_norms, on_h.log10_norms
+    assert c_ys[-1] == h_ys[-1] == c_h[-1] == -np.inf and np.isfinite(h_h[-1])
+    assert np.all(np.isfinite(c_ys[:-1])) and np.all(np.isfinite(h_ys[:-1]))
+    # h_T as the output and h_T as the carry are the same number: the same loss from there back
+    np.testing.assert_allclose(c_ys[:-1], c_h[:-1], rtol=1e-5)
+    first, last = gradflow.finite_ends(on_ys.total_log10_norms)
+    assert (first, last) == (float(on_ys.total_log10_norms[0]), float(on_ys.total_log10_norms[-2]))

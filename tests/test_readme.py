@@ -29,3 +29,19 @@ def test_readme_training_example_runs():
     out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "[" in out.stdout and "solved" not in out.stderr
+
+
+def test_readme_theory_numbers_are_what_the_calls_return():
+    """The numbers in the README's comments next to the theory calls are those calls' results."""
+    import gradflow
+
+    text = README.read_text()
+    mf_line = re.search(
+        r"^(gradflow\.theory\.mean_field\(.*?\))\s+# q\* (\S+), chi_1 (\S+), rate (\S+) per step$", text, re.M
+    )
+    mf = eval(mf_line.group(1), {"gradflow": gradflow})
+    assert mf_line.groups()[1:] == (f"{mf.q_star:.3f}", f"{mf.chi_1:.3f}", f"{mf.rate:+.3f}")
+    edge = re.search(
+        r"^(gradflow\.theory\.critical_sigma_w\(.*?\) \*\* 2)\s+# (\S+): the edge of chaos$", text, re.M
+    )
+    assert edge.group(2) == f"{eval(edge.group(1), {'gradflow': gradflow}):.3f}"

@@ -42,6 +42,12 @@ BAD_CONFIGS = [  # (config text or None for a missing file, extra argv, fragment
     (GOOD, ["--set", "inputs.colour=3"], ["colour"]),
     (GOOD, ["--set", "inputs.batch=abc"], ["inputs.batch", "abc", "integer"]),
     (GOOD + "fit: {window: [20, 5]}\n", [], ["fit.window", "[20, 5]"]),
+    (
+        GOOD + "fit: {window: [2, 12]}\n",
+        [],
+        ["fit.window = [2, 12]", "k_max 12 is beyond T = 10 (inputs.steps)"],
+    ),
+    (GOOD + "fit: {window: [2, 8]}\n", ["--set", "inputs.steps=5"], ["k_max 8 is beyond T = 5"]),
     ("", [], ["empty"]),
     (GOOD.replace("name: small\n", ""), [], ["name"]),
 ]

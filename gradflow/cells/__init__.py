@@ -70,7 +70,8 @@ def options(name: str) -> dict[str, object]:
 def get(name: str, **opts) -> Cell:
     """Build the cell ``name`` with ``opts`` (its size and options).
 
-    Raises ``ValueError`` naming the unknown cell or option and the choices.
+    Raises ``ValueError`` naming the unknown cell or option and the choices, ``TypeError`` naming an
+    option of the wrong type (``lstm option forget_bias: expected a number, got 'abc'``).
     """
     factory = _lookup(name)
     known = options(name)
@@ -80,6 +81,7 @@ def get(name: str, **opts) -> Cell:
     size = next(iter(known))
     if size not in opts:
         raise ValueError(f"cell {name!r} needs {size}=<int>")
+    _common.check_options(name, factory, opts)
     return factory(**opts)
 
 

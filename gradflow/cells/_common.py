@@ -104,6 +104,38 @@ def defaults(factory) -> dict[str, object]:
     }
 
 
+def _is_number(value) -> bool:
+    """A real number: a Python/numpy scalar or a numeric array or tracer (a sweep traces options)."""
+    import numbers
+
+    if value is None or isinstance(value, bool | str | bytes):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jnp.number) and not jnp.issubdtype(dtype, jnp.bool_)
+
+
+def check_options(cell: str, factory, opts: dict) -> None:
+    """Raise a one-line ``TypeError`` for an option whose value has the wrong type for its default.
+
+    float default: a number; bool default: true or false. Sizes and counts are checked where they
+    are used (``positive_int``), string options by name (``choose``), ``None`` defaults by their
+    cell. Example: ``lstm option forget_bias: expected a number, got 'abc'``.
+    """
+    known = defaults(factory)
+    for key, value in opts.items():
+        default = known.get(key)
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, float):
+            ok, expected = _is_number(value), "a number"
+        else:
+            continue
+        if not ok:
+            raise TypeError(f"{cell} option {key}: expected {expected}, got {value!r}")
+
+
 def gated_cell(init, initial_carry, forward, bias_convention: str) -> Cell:
     """A ``Cell`` whose ``step`` and ``gates`` both come from one
     ``forward(params, carry, x) -> (carry, y, {gate: [B, H]})`` (unused outputs are dropped by XLA)."""

@@ -1,10 +1,11 @@
-"""Exponential decay fits of per-step gradient norms."""
+"""Exponential decay fits of per-step gradient norms, and the first/last finite entries rule."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 LN10 = 2.302585092994046
 
@@ -63,3 +64,20 @@ def decay_fit(log10_norms, window: tuple[int, int] | None = None) -> DecayFit:
     nan = jnp.asarray(jnp.nan, y.dtype)
     rate = jnp.where(ok, rate, nan)
     return DecayFit(rate, jnp.log(2.0) / jnp.abs(rate), jnp.where(ok, r2, nan))
+
+
+def finite_ends(values) -> tuple[float, float]:
+    """The first and last finite entries of a 1-D ``values`` (``(nan, nan)`` when there are none).
+
+    The one rule for every first/last summary gradflow writes (``log10_first_last_ratio``, a rate's
+    first and last evaluation): a ``-inf`` log norm (a gradient that is exactly 0, e.g.
+    ``log10_norms[T]`` when the loss does not read the final carry) and NaN padding are left out,
+    as ``decay_fit`` leaves them out.
+
+    Example::
+
+        finite_ends([-np.inf, 2.0, 1.0, -np.inf])  # (2.0, 1.0)
+    """
+    v = np.asarray(values, np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    return (float(v[0]), float(v[-1])) if v.size else (float("nan"), float("nan"))

@@ -297,6 +297,11 @@ def gradient_flow(
     length = _validate(step, params, carry0, xs, loss_fn, per_step, loss_params)
     if fit_window is not None:
         fit_window = tuple(int(k) for k in fit_window)
+        if len(fit_window) != 2 or not 0 <= fit_window[0] < fit_window[1] <= length:
+            raise ValueError(
+                f"fit_window = {fit_window}: expected (k_min, k_max) steps back with "
+                f"0 <= k_min < k_max <= T = {length}"
+            )
     bad_length = isinstance(remat, bool) or not isinstance(remat, int) or remat < 1
     if remat is not None and remat is not True and remat != "sqrt" and bad_length:
         raise ValueError(f"remat must be True, 'sqrt' or a positive segment length, got {remat!r}")
