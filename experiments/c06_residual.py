@@ -19,11 +19,13 @@ gradient relative to the output gradient, median over seeds) for L in {10, 50, 1
   stack (gradient *explosion*, ``chi > 1`` once every pre-activation is renormalized to unit
   variance) is not an artefact of coupling examples through batch statistics.
 
-Training: the residual, plain and plain + BN stacks of 128 layers (same cells, default
-``alpha``), a fixed random projection of 8 inputs into width D and a learned linear readout,
-regress a random one-hidden-layer tanh teacher (targets standardized) with full-batch Adam.
-Score: final training MSE / var(y) (1 = predicting the mean; linear least squares is reported
-for scale). "Trains" = below ``CRITERIA["train_ratio"]``.
+Training: the shipped config ``configs/residual_training.yaml`` (``gradflow.train`` of
+``gradflow.Model`` around the residual, plain and plain + BN stacks of 128 layers: a fixed random
+projection of 8 inputs into width D, the stack, a learned linear readout) regresses
+``tasks.get("teacher")`` (a random one-hidden-layer tanh teacher, targets standardized) with
+full-batch Adam. Score: final training MSE / var(y) (1 = predicting the mean; linear least squares
+is reported for scale). "Trains" = below ``CRITERIA["train_ratio"]``. Mean field:
+``gradflow.theory.stack_log10_ratio``.
 
 Verdict: reproduced if every residual variant keeps ``|log10 ratio| <= keep_decades`` at
 L = 200 and trains, while no plain variant (same init, ordered init, BN, LN) keeps the gradient or
@@ -45,13 +47,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from _runs import config_run
 
-from gradflow import cells, gradient_flow, plots, unroll
+from gradflow import cells, gradient_flow, plots, theory
+from gradflow import config as configs
 
 CRITERIA = {"keep_decades": 1.0, "train_ratio": 0.1}
 DEPTHS = (10, 50, 100, 200)
-TRAIN_DEPTH = 128
 VARIANTS = {  # label: (stack, norm, sigma_w)
     "residual": ("residual", None, 1.0),
     "residual + BN": ("residual", "batch", 1.0),
@@ -60,29 +62,7 @@ VARIANTS = {  # label: (stack, norm, sigma_w)
     "plain + BN": ("plain", "batch", 1.0),
     "plain + LN": ("plain", "layer", 1.0),
 }
-TRAINED = ("residual", "plain", "plain + BN")
-SIZES = {
-    True: {
-        "width": 32,
-        "batch": 32,
-        "seeds": 3,
-        "train_width": 32,
-        "examples": 64,
-        "steps": 150,
-        "train_seeds": 2,
-    },
-    False: {
-        "width": 128,
-        "batch": 64,
-        "seeds": 4,
-        "train_width": 64,
-        "examples": 128,
-        "steps": 300,
-        "train_seeds": 3,
-    },
-}
-LEARNING_RATE = 1e-3
-INPUTS, TEACHER_HIDDEN = 8, 16
+SIZES = {True: {"width": 32, "batch": 32, "seeds": 3}, False: {"width": 128, "batch": 64, "seeds": 4}}
 
 
 def _key(seed: int):
@@ -170,81 +150,22 @@ def gradient_layers(width: int, batch: int, seeds: int, depths=DEPTHS, variants=
     return {label: np.asarray(out[label], np.float64) for label in variants}
 
 
-def teacher_data(examples: int, width: int, seed: int = 0):
-    """Inputs projected into width D (fixed random projection), standardized teacher targets,
-    and the MSE / var(y) of linear least squares on the raw inputs."""
-    rng = np.random.default_rng(1000 + seed)
-    x = rng.standard_normal((examples, INPUTS))
-    u = 2.0 * rng.standard_normal((INPUTS, TEACHER_HIDDEN)) / INPUTS**0.5
-    y = np.tanh(x @ u) @ rng.standard_normal(TEACHER_HIDDEN)
-    y = (y - y.mean()) / y.std()
-    x1 = np.c_[x, np.ones(examples)]
-    fit = x1 @ np.linalg.lstsq(x1, y, rcond=None)[0]
-    proj = rng.standard_normal((INPUTS, width)) / INPUTS**0.5
-    linear = float(np.mean((fit - y) ** 2) / np.var(y))
-    return (x @ proj).astype(np.float32), y.astype(np.float32), linear
-
-
-def train_curves(width, depth, examples, steps, seeds, models=TRAINED, lr=LEARNING_RATE, seed=0):
-    """Full-batch Adam on the teacher task: ``{label: MSE / var(y) [seeds, steps + 1]}`` (entry
-    ``steps`` after the last update), plus the linear least squares ratio. One compile."""
-    x0, y, linear = teacher_data(examples, width, seed)
-    opt = optax.adam(lr)
-    var_y = float(np.var(y))
-
-    def train_one(cell, key):
-        k_stack, k_out = jax.random.split(key)
-        params = {
-            "stack": cell.init(k_stack, width),
-            "readout": jax.random.normal(k_out, (width,), jnp.float32) / width**0.5,
-        }
-
-        def loss(p):
-            x_top, _ = unroll(cell, p["stack"], x0, None)
-            return jnp.mean((x_top @ p["readout"] - y) ** 2) / var_y
-
-        def step(carry, _):
-            p, state = carry
-            value, grads = jax.value_and_grad(loss)(p)
-            updates, state = opt.update(grads, state, p)
-            return (optax.apply_updates(p, updates), state), value
-
-        (params, _), values = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-        return jnp.append(values, loss(params))
-
-    @jax.jit
-    def run_all(keys):
-        out = {}
-        for label in models:
-            kind, norm, sigma_w = VARIANTS[label]
-            cell = cells.get(kind, width=width, depth=depth, norm=norm, weight_scale=sigma_w)
-            out[label] = jax.vmap(lambda k, cell=cell: train_one(cell, k))(keys)
-        return out
-
-    out = run_all(jax.random.split(_key(seed + 1), seeds))
-    return {label: np.asarray(out[label], np.float64) for label in models}, linear
-
-
-def mean_field_log10_ratio(kind: str, depth: int, sigma_w: float = 1.0, q0: float = 1.0) -> float:
-    """Infinite-width (mean field) ``log10 ||dL/dx_0|| / ||dL/dx_L||`` of a tanh stack without norm,
-    ``b = 0``, inputs of variance ``q0``: per layer the squared gradient grows by ``sigma_w^2 chi_l``
-    (plain) or ``1 + sigma_w^2 chi_l / L`` (residual, ``alpha^2 = 1/L``), with
-    ``chi_l = E[tanh'(sqrt(q_l) z)^2]``; ``q_{l+1} = sigma_w^2 E[tanh^2]`` (plain) or
-    ``q_l + sigma_w^2 E[tanh^2] / L`` (residual)."""
-    z, w = np.polynomial.hermite_e.hermegauss(80)
-    w = w / w.sum()
-    q, total = q0, 0.0
-    for _ in range(depth):
-        t = np.tanh(np.sqrt(q) * z)
-        chi = float(np.sum(w * (1.0 - t * t) ** 2))
-        tanh2 = float(np.sum(w * t * t))
-        if kind == "residual":
-            total += 0.5 * np.log10(1.0 + sigma_w**2 * chi / depth)
-            q += sigma_w**2 * tanh2 / depth
-        else:
-            total += 0.5 * np.log10(sigma_w**2 * chi)
-            q = sigma_w**2 * tanh2
-    return float(total)
+def training_run(out: Path, quick: bool):
+    """The shipped ``residual_training`` run: ``({label: MSE / var(y) [seeds, steps + 1]}`` (entry
+    ``steps``: the final full-set loss), the linear least squares ratio, the run's sizes)."""
+    run_dir, _ = config_run("residual_training", out, quick)
+    cfg = configs.load_config(run_dir / "config.yaml")
+    res = np.load(run_dir / "results.npz")
+    curves = np.concatenate([res["train_loss"], res["eval_loss"][:, -1:]], axis=1) / res["baseline"][:, None]
+    curves = {str(lb): curves[res["label"] == lb].astype(np.float64) for lb in dict.fromkeys(res["label"])}
+    examples = cfg.task.options["examples"]
+    batch = cfg.task.build().sample(jax.random.key(0), examples)  # the whole training set
+    x1, y = np.c_[np.asarray(batch.xs[0], np.float64), np.ones(examples)], np.asarray(batch.ys[0, :, 0])
+    linear = float(np.mean((x1 @ np.linalg.lstsq(x1, y, rcond=None)[0] - y) ** 2) / np.var(y))
+    sizes = {"train_width": cfg.cells[0].options["width"], "examples": examples, "steps": cfg.train.steps,
+             "train_seeds": len(cfg.sweep.seeds), "train_depth": cfg.cells[0].options["depth"],
+             "learning_rate": cfg.train.learning_rate, "run": str(run_dir)}  # fmt: skip
+    return curves, linear, sizes
 
 
 def _ratios(layers: dict) -> dict:
@@ -255,10 +176,10 @@ def _ratios(layers: dict) -> dict:
     }
 
 
-def _mean_field(label: str):
+def _mean_field(label: str, depths=DEPTHS):
     """Mean-field ratios per L of a variant without norm (None with a norm)."""
     kind, norm, sigma_w = VARIANTS[label]
-    return None if norm else [mean_field_log10_ratio(kind, d, sigma_w) for d in DEPTHS]
+    return None if norm else [theory.stack_log10_ratio(kind, int(d), sigma_w) for d in depths]
 
 
 def run(out: Path, quick: bool) -> dict:
@@ -270,9 +191,7 @@ def run(out: Path, quick: bool) -> dict:
 def _run(out: Path, quick: bool) -> dict:
     size = SIZES[bool(quick)]
     layers = gradient_layers(size["width"], size["batch"], size["seeds"])
-    curves, linear = train_curves(
-        size["train_width"], TRAIN_DEPTH, size["examples"], size["steps"], size["train_seeds"]
-    )
+    curves, linear, train_sizes = training_run(out, quick)
     ratios = _ratios(layers)
     gradient = {
         label: {
@@ -292,12 +211,7 @@ def _run(out: Path, quick: bool) -> dict:
         for label, c in curves.items()
     }
     numbers = {
-        "settings": {
-            **size,
-            "depths": list(DEPTHS),
-            "train_depth": TRAIN_DEPTH,
-            "learning_rate": LEARNING_RATE,
-        },
+        "settings": {**size, **train_sizes, "depths": list(DEPTHS)},
         "gradient": gradient,
         "training": {"models": training, "linear_least_squares_ratio": linear},
     }
@@ -306,8 +220,8 @@ def _run(out: Path, quick: bool) -> dict:
     np.savez_compressed(data / "layers.npz", **{k.replace(" ", "_"): v for k, v in layers.items()})
     np.savez_compressed(data / "training.npz", **{k.replace(" ", "_"): v for k, v in curves.items()})
     (data / "numbers.json").write_text(json.dumps(numbers, indent=1))
-    _figure(out / "c06", layers, ratios, curves, linear, size)
-    return {**numbers, "figure": str(out / "c06.png"), "runs": [str(data)]}
+    _figure(out / "c06", layers, ratios, curves, linear, numbers["settings"])
+    return {**numbers, "figure": str(out / "c06.png"), "runs": [str(data), train_sizes["run"]]}
 
 
 def _figure(path, layers, ratios, curves, linear, size):
@@ -323,11 +237,10 @@ def _figure(path, layers, ratios, curves, linear, size):
     for label, r in ratios.items():
         b.plot(DEPTHS, 10.0 ** np.median(r, axis=1), marker="o", label=label, **plots.style(colour[label]))
     depths = np.arange(DEPTHS[0], DEPTHS[-1] + 1, 10)
-    for label, (kind, norm, sigma_w) in VARIANTS.items():
+    for label, (_, norm, _) in VARIANTS.items():
         if norm is None:
-            theory = [mean_field_log10_ratio(kind, int(d), sigma_w) for d in depths]
             st = {"color": plots.style(colour[label])["color"], "linestyle": "--", "linewidth": 1}
-            b.plot(depths, 10.0 ** np.array(theory), **st)
+            b.plot(depths, 10.0 ** np.array(_mean_field(label, depths)), **st)
     b.plot([], [], color="0.3", linestyle="--", linewidth=1, label="mean field (infinite width)")
     b.axhspan(10.0 ** -CRITERIA["keep_decades"], 10.0 ** CRITERIA["keep_decades"], color="0.9", zorder=0)
     b.set_yscale("log")
@@ -344,7 +257,7 @@ def _figure(path, layers, ratios, curves, linear, size):
     c.set_yscale("log")
     c.set_xlabel("Adam step")
     c.set_ylabel("training MSE / var(y) (median over seeds)")
-    c.set_title(f"{TRAIN_DEPTH} layers, width {size['train_width']}, teacher regression")
+    c.set_title(f"{size['train_depth']} layers, width {size['train_width']}, teacher regression")
     c.legend(**below)
     plots.save_figure(fig, path, ("png",))
 

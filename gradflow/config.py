@@ -448,9 +448,13 @@ def _validate(raw: dict, source: str) -> Config:
             if raw[key] != _plain(_SECTIONS[key]):
                 text = f"{key} does not apply to a training config (the task makes the inputs and the loss)"
                 raise _Invalid(key, raw[key], text=text)
+        steps = cfg.task.build().steps
         for i, spec in enumerate(cfg.cells):
-            if spec.build().params_per_step:
-                text = f"cells.{i}.cell = {spec.cell!r} is a depth stack; a task needs a recurrent cell"
+            if spec.build().params_per_step and steps != 1:
+                text = (
+                    f"cells.{i}.cell = {spec.cell!r} is a depth stack; it trains on a feed-forward task "
+                    f"(steps 1, e.g. teacher), task {cfg.task.name!r} has {steps} steps"
+                )
                 raise _Invalid(f"cells.{i}.cell", spec.cell, text=text)
     cfg = replace(cfg, sweep=replace(cfg.sweep, grid=_grid(raw, grid, source)))
     if window is not None and raw["task"] is None:

@@ -415,6 +415,45 @@ def from_npz(path, *, dtype="float32") -> Task:
     return Task(f"npz:{name}", sample, baseline_outputs, kind, base, note, steps, inputs, out_size)
 
 
+# --------------------------------------------------------------------------------------------- teacher
+def _teacher_task(
+    inputs: int = 8, hidden: int = 16, examples: int = 128, seed: int = 1000, *, dtype="float32"
+) -> Task:
+    """Feed-forward regression on a fixed set: a random one-hidden-layer tanh teacher (``T = 1``).
+
+    Drawn with numpy from ``seed``, in this order: ``x [N, I] ~ N(0, 1)``, ``u [I, H] ~ N(0, 4/I)``,
+    ``v [H] ~ N(0, 1)``; ``y = tanh(x u) v``, standardized over the set (mean 0, variance 1). So the
+    baseline, predicting the mean, scores MSE ``var(y) = 1``. ``sample(key, B)`` returns ``B <= N``
+    distinct examples (a random permutation's first ``B``; ``B = N``: the whole set, full-batch
+    training); the held-out batch comes from the same set (the training error is what is scored).
+    ``xs [1, B, I]``, ``ys [1, B, 1]``; for ``gradflow.Model`` around a depth stack.
+    """
+    for name, value in (("inputs", inputs), ("hidden", hidden), ("examples", examples)):
+        _at_least(name, value, 1)
+    _at_least("seed", seed, 0)
+    dtype = dtype_of(dtype)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((examples, inputs))
+    u = 2.0 * rng.standard_normal((inputs, hidden)) / inputs**0.5
+    y = np.tanh(x @ u) @ rng.standard_normal(hidden)
+    y = (y - y.mean()) / y.std()
+    data = (jnp.asarray(x, dtype), jnp.asarray(y[:, None], dtype))
+
+    def sample(key, batch):
+        if batch > examples:
+            raise ValueError(
+                f"teacher: batch {batch} > examples {examples}; draw at most examples={examples}"
+            )
+        rows = jax.random.permutation(key, examples)[:batch]
+        return Batch(data[0][rows][None], data[1][rows][None], jnp.ones((1, batch), bool))
+
+    def baseline_outputs(b):
+        return jnp.zeros(b.ys.shape, b.xs.dtype)
+
+    note = "the mean target (0): its variance, 1"
+    return Task("teacher", sample, baseline_outputs, "mse", 1.0, note, 1, inputs, 1)
+
+
 # -------------------------------------------------------------------------------------------- registry
 def _at_least(name: str, value, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -427,6 +466,7 @@ _REGISTRY = {
     "copy": _copy_task,
     "temporal_order": _temporal_order_task,
     "lookahead": _lookahead_task,
+    "teacher": _teacher_task,
     "npz": from_npz,
 }
 

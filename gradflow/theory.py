@@ -340,6 +340,53 @@ def residual_rate(activation: str, sigma_w: float, alpha: float = 1.0) -> float:
     return math.nan
 
 
+def stack_log10_ratio(
+    kind: str,
+    depth: int,
+    sigma_w: float = 1.0,
+    *,
+    activation: str = "tanh",
+    alpha: float | None = None,
+    q0: float = 1.0,
+    nodes: int = 200,
+) -> float:
+    """Mean-field ``log10 ||dL/dx_0|| / ||dL/dx_L||`` of a ``plain`` or ``residual`` stack, layer by layer.
+
+    No norm, ``b = 0``, inputs of variance ``q0``, ``W_ij ~ N(0, sigma_w^2 / D)``. Per layer, with
+    ``chi_l = E[phi'(sqrt(q_l) z)^2]`` and ``E_l = E[phi(sqrt(q_l) z)^2]``:
+
+    * plain ``x' = phi(x) W``: squared gradient x ``sigma_w^2 chi_l``, ``q_{l+1} = sigma_w^2 E_l``;
+    * residual ``x' = x + alpha phi(x) W``: squared gradient x ``1 + alpha^2 sigma_w^2 chi_l``,
+      ``q_{l+1} = q_l + alpha^2 sigma_w^2 E_l``; ``alpha`` defaults to ``1/sqrt(depth)`` (gradflow's
+      ``residual`` default).
+
+    Unlike ``mean_field`` (the fixed point) this follows ``q_l`` from ``q0``, so it also covers the
+    residual stack, whose activations grow without a fixed point.
+
+    Example::
+
+        stack_log10_ratio("plain", 200, 0.5**0.5)   # -31.0: the ordered tanh stack loses 31 decades
+    """
+    if kind not in ("plain", "residual"):
+        raise ValueError(f"unknown stack kind {kind!r}; choose from ['plain', 'residual']")
+    if isinstance(depth, bool) or not isinstance(depth, int | np.integer) or depth < 1:
+        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
+    phi, dphi = ACTIVATIONS[_check_activation(activation)]
+    sw2 = _check_scale("sigma_w", sigma_w) ** 2
+    a2 = 1.0 / depth if alpha is None else _check_scale("alpha", alpha) ** 2
+    q, nodes, total = _check_scale("q0", q0), _check_nodes(nodes), 0.0
+    for _ in range(int(depth)):
+        chi = gaussian_mean(lambda x: dphi(x) ** 2, q, nodes=nodes)
+        second = gaussian_mean(lambda x: phi(x) ** 2, q, nodes=nodes)
+        if kind == "residual":
+            total += 0.5 * math.log10(1.0 + a2 * sw2 * chi)
+            q += a2 * sw2 * second
+        else:
+            total += 0.5 * math.log10(sw2 * chi)
+            q = sw2 * second
+    return float(total)
+
+
 def autonomous_tanh_rate(g: float, *, nodes: int = 200) -> float:
     """Mean-field gradient rate of ``h' = tanh(g W h)``, ``W_ij ~ N(0, 1/N)``: ``mean_field('tanh', g).rate``.
 

@@ -32,8 +32,9 @@ import optax
 from flax import serialization
 
 from gradflow.cells._combinators import bidirectional_xs, bidirectional_ys, dropout_inputs
+from gradflow.learn import depth as _depth
 from gradflow.measure.flow import gradient_flow
-from gradflow.seam import Cell
+from gradflow.seam import Cell, unroll
 from gradflow.tasks import Task
 
 PyTree = Any
@@ -86,9 +87,12 @@ def loss_spikes(train_loss: np.ndarray, baseline: float) -> int:
 
 # ------------------------------------------------------------------------------------------------ model
 class Model(NamedTuple):
-    """A cell and a linear readout: ``outputs [T, B, O] = y_t W + b``.
+    """A cell and a linear readout: ``outputs [T, B, O] = y_t W + b``; or a depth stack.
 
-    * ``cell``: any ``Cell`` (not a depth stack).
+    * ``cell``: any ``Cell``. A depth stack (``residual``, ``plain``: ``params_per_step``) makes a
+      feed-forward model for tasks with ``T = 1`` (e.g. ``tasks.get("teacher")``): the input
+      projected into the width, the stack over its layers, the readout of the top layer
+      (``gradflow.learn.depth``); the recorded flow is then per layer, ``||dL/dx_l||``, l = 0..L.
     * ``output_size``: ``O`` (regression outputs, or classes as logits).
     * ``readout``: ``'every'`` (a prediction at every step) or ``'last'`` (only ``t = T-1``; the other
       steps output 0, so use it with tasks scored at the last step only).
@@ -96,6 +100,9 @@ class Model(NamedTuple):
       reversal and both directions' outputs are aligned in time before the readout.
     * ``dropout``: the cell is ``cells.stacked(..., dropout=p)``: training steps pair the inputs with
       per-step dropout keys (``cells.dropout_inputs``); evaluation runs without dropout.
+
+    * ``projection`` (depth stacks): ``'fixed'`` (``N(0, 1/I)`` from key 0, not trained) or
+      ``'learned'`` (``params['projection']['w']: [I, D]``, same init from the run's key).
 
     Params: ``{'cell': ..., 'readout': {'w': [Y, O], 'b': [O]}}`` (``Y``: the width of ``y``).
 
@@ -111,10 +118,22 @@ class Model(NamedTuple):
     readout: str = "every"
     bidirectional: bool = False
     dropout: bool = False
+    projection: str = "fixed"
 
     def init(self, key: jax.Array, input_size: int) -> dict:
         """Params of the cell (``cell.init``) and of the readout (``N(0, 1/Y)`` weights, zero bias)."""
         k_cell, k_out = jax.random.split(key)
+        if self.cell.params_per_step:
+            _depth.check_projection(self.projection)
+            width = _depth.stack_width(self.cell)
+            cell_params = self.cell.init(k_cell, width)
+            dtype = jax.tree_util.tree_leaves(cell_params)[0].dtype
+            w = jax.random.normal(k_out, (width, self.output_size), dtype) / math.sqrt(width)
+            params = {"cell": cell_params, "readout": {"w": w, "b": jnp.zeros((self.output_size,), dtype)}}
+            if self.projection == "learned":
+                k_proj = jax.random.fold_in(key, 2)
+                params["projection"] = {"w": _depth.projection_weights(k_proj, input_size, width, dtype)}
+            return params
         cell_params = self.cell.init(k_cell, input_size)
         carry = jax.eval_shape(lambda: self.cell.initial_carry(1))
         dtype = jax.tree_util.tree_leaves(carry)[0].dtype
@@ -140,8 +159,19 @@ class Model(NamedTuple):
             return jnp.zeros((y.shape[0], *last.shape), last.dtype).at[-1].set(last)
         return y @ readout["w"] + readout["b"]
 
+    def project(self, params: dict, xs: jax.Array) -> jax.Array:
+        """Depth stacks: the input projected into the width, ``[..., I] -> [..., D]``."""
+        if "projection" in params:
+            return xs @ params["projection"]["w"]
+        width = _depth.stack_width(self.cell)
+        return xs @ _depth.projection_weights(None, xs.shape[-1], width, xs.dtype)
+
     def apply(self, params: dict, xs: jax.Array) -> jax.Array:
-        """Run the model on ``xs [T, B, I]`` from the zero carry; returns ``[T, B, O]``."""
+        """Run the model on ``xs [T, B, I]`` from the zero carry; returns ``[T, B, O]`` (depth stacks:
+        each step's inputs through the whole stack, independently)."""
+        if self.cell.params_per_step:
+            top = jax.vmap(lambda x: unroll(self.cell, params["cell"], x, None)[0])(self.project(params, xs))
+            return top @ params["readout"]["w"] + params["readout"]["b"]
         carry0 = self.cell.initial_carry(xs.shape[1])
         _, ys = jax.lax.scan(lambda c, x: self.cell.step(params["cell"], c, x), carry0, self.inputs(xs))
         return self.outputs(params["readout"], ys)
@@ -274,8 +304,9 @@ class TrainResult(NamedTuple):
       update), ``eval_loss``, ``eval_accuracy`` (NaN for regression): ``[R, E]``. Once every run has
       stopped the loop ends; the params no longer change, so the last evaluation is carried forward.
     * ``flow_log10: {carry part: [R, E, T+1]}``, ``flow_total_log10: [R, E, T+1]``: log10
-      ``||dL/dh_t||`` of the training loss at step ``eval_step[e]``; ``flow_rate``, ``flow_half_life``,
-      ``flow_r2: [R, E]``: its decay fit (ln per step).
+      ``||dL/dh_t||`` of the training loss at step ``eval_step[e]`` (depth stacks: ``[R, E, L+1]``,
+      ``||dL/dx_l||`` per layer); ``flow_rate``, ``flow_half_life``, ``flow_r2: [R, E]``: its decay
+      fit (ln per step).
     * ``gates: {'f/mean': [R, E], 'f/high': ..., 'f/low': ...}``: per gate, the mean over held-out steps,
       examples and units, and the fraction above 0.9 / below 0.1 (LSTM i, f, o; GRU r, z; MGU f).
     * ``solved_step``, ``diverged_step``: ``[R]`` (-1: never); ``steps_run: [R]`` updates applied.
@@ -344,13 +375,16 @@ class _Group:
         return TrainState(params, opt_state, jnp.array(True), minus, minus)
 
     def _loss_and_flow(self, model: Model, params, batch, key=None):
+        """``(GradientFlow, grads like params)`` of the training loss on ``batch``."""
+        if model.cell.params_per_step:
+            return self._depth_loss_and_flow(model, params, batch)
         carry0 = model.cell.initial_carry(batch.xs.shape[1])
 
         def loss_fn(ys, carry, readout):
             del carry
             return self.task.loss(model.outputs(readout, ys), batch)
 
-        return gradient_flow(
+        res = gradient_flow(
             model.cell.step,
             params["cell"],
             carry0,
@@ -359,6 +393,29 @@ class _Group:
             loss_params=params["readout"],
             step_shares=False,
         )
+        return res, {"cell": res.grads[0], "readout": res.grads[1]}
+
+    def _depth_loss_and_flow(self, model: Model, params, batch):
+        """Depth stacks (``T = 1``): ``gradient_flow`` over the layers from the projected input; a
+        learned projection's gradient takes a second backward pass (``jax.grad`` through ``x_0``)."""
+
+        def loss_fn(ys, top, readout):
+            del ys
+            return self.task.loss((top @ readout["w"] + readout["b"])[None], batch)
+
+        def flow(p):
+            x0 = model.project(p, batch.xs[0])
+            return gradient_flow(
+                model.cell, p["cell"], x0, None, loss_fn, loss_params=p["readout"], step_shares=False
+            )
+
+        res = flow(params)
+        grads = {"cell": res.grads[0], "readout": res.grads[1]}
+        if "projection" in params:
+            grads["projection"] = jax.grad(lambda w: flow({**params, "projection": w}).loss)(
+                params["projection"]
+            )
+        return res, grads
 
     def _chunk(self, state: TrainState, hyper: Hyper, start):
         seed, lr, clip, options = hyper
@@ -371,8 +428,7 @@ class _Group:
             step = start + i
             k_step = jax.random.fold_in(k_data, step)
             batch = self.task.sample(k_step, self.s.batch)
-            res = self._loss_and_flow(model, st.params, batch, jax.random.fold_in(k_step, 1))
-            grads = {"cell": res.grads[0], "readout": res.grads[1]}
+            res, grads = self._loss_and_flow(model, st.params, batch, jax.random.fold_in(k_step, 1))
             g_norm = optax.tree.norm(grads)
             finite = jnp.isfinite(res.loss) & jnp.isfinite(g_norm)
             updates, opt_state = tx.update(grads, st.opt_state, st.params)
@@ -430,6 +486,18 @@ class _Group:
         return state._replace(active=active, solved_step=solved_step), (loss, acc, gates)
 
 
+def _check_depth_model(model: Model, task: Task) -> None:
+    """One-line errors for a depth stack on a task it cannot read."""
+    _depth.check_projection(model.projection)
+    if task.steps != 1:
+        raise ValueError(
+            f"train: a depth stack reads one input per example; task {task.name!r} has steps={task.steps}, "
+            "expected a feed-forward task with steps=1 (e.g. tasks.get('teacher'))"
+        )
+    if model.bidirectional or model.dropout:
+        raise ValueError("train: bidirectional/dropout apply to recurrent cells, not to a depth stack")
+
+
 def _carry_parts(model: Model) -> list[str]:
     from gradflow.engine.sweep import carry_part_names
 
@@ -485,7 +553,7 @@ def train_runs(
     group = _Group(make_model, names, task, s)
     probe = group.model(np.zeros(len(names), np.float32))
     if probe.cell.params_per_step:
-        raise ValueError("train: depth stacks (residual, plain) are not trainable as recurrent models")
+        _check_depth_model(probe, task)
     parts = _carry_parts(probe)
     K, R, E = s.eval_every, len(runs), s.steps // s.eval_every + 1
     every = K if checkpoint_every is None else int(checkpoint_every)
@@ -498,7 +566,7 @@ def train_runs(
     evaluate = group.evaluate.lower(state, hyper, jnp.int32(0)).compile()
     compile_s = time.perf_counter() - t0
 
-    T = task.steps
+    T = _depth.stack_depth(probe.cell) if probe.cell.params_per_step else task.steps  # flow: [T+1]
     hist = {
         "train_loss": np.full((R, s.steps), np.nan, np.float32),
         "grad_norm": np.full((R, s.steps), np.nan, np.float32),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gradflow import cells, claims
+from gradflow.learn import blob_frames, random_tokens
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,8 @@ def test_per_position_gradient_is_plain_autodiff(c14):
     S = 10
     seq = result.numbers["seq2seq"]["S=10"]
     with jax.enable_x64(False):
-        params = jax.jit(module.s2s_init)(jax.random.key(0))  # seed 0 at init (jit: one compile)
-        src = module.source_tokens(module.GRAD_DATA, (module.GRAD_BATCH, S))
+        params = jax.jit(module.SEQ2SEQ.init)(jax.random.key(0))  # seed 0 at init (jit: one compile)
+        src = random_tokens(module.GRAD_DATA, (module.GRAD_BATCH, S), module.SYMBOLS)
         prev = np.concatenate([np.full((src.shape[0], 1), module.SYMBOLS), src[:, :-1]], axis=1)
         x_dec = jax.nn.one_hot(prev.T, module.SYMBOLS + 1, dtype=jnp.float32)
         grad = jax.jit(jax.grad(_target_loss, argnums=1))  # j traced: one compile
@@ -74,10 +75,11 @@ def test_cnn_lstm_per_frame_gradient_is_plain_autodiff(c14):
     cnn = result.numbers["cnn_lstm"]
     T, B = cnn["frames"], cnn["batch"]
     with jax.enable_x64(False):
-        params = jax.jit(module.cnn_init, static_argnums=1)(jax.random.key(0), False)
-        frames, labels = module.cnn_frames(module.FRAME_DATA, T, B)  # seed 0's frames
+        model = module.MODELS["cnn_lstm"]
+        params = jax.jit(model.init, static_argnums=1)(jax.random.key(0), module.FRAME)
+        frames, labels = blob_frames(module.FRAME_DATA, T, B, module.FRAME)  # seed 0's frames
         cell = cells.get("lstm", hidden_size=module.HIDDEN, forget_bias=1.0)
-        encoder = module.FrameEncoder()
+        encoder = model.encoder
 
         def loss(frames):  # the conv vmapped over time, the LSTM in lax.scan, plain jax.grad
             feats = jax.vmap(lambda f: encoder.apply(params["cnn"], f))(frames)

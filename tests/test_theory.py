@@ -304,3 +304,29 @@ def test_bad_input_raises_one_line_error(call, match):
     with pytest.raises(ValueError, match=match) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def test_stack_log10_ratio_closed_forms_and_fixed_point():
+    from gradflow.theory import mean_field, stack_log10_ratio
+
+    # linear activation: chi = 1, so plain gives L log10(sigma_w), residual 0.5 L log10(1 + sigma_w^2 / L)
+    assert stack_log10_ratio("plain", 7, 0.8, activation="linear") == pytest.approx(
+        7 * np.log10(0.8), abs=1e-12
+    )
+    want = 0.5 * 9 * np.log10(1 + 1.3**2 / 9)
+    assert stack_log10_ratio("residual", 9, 1.3, activation="linear") == pytest.approx(want, abs=1e-12)
+    # tanh plain stack started at its fixed point q*: every layer multiplies by chi_1
+    mf = mean_field("tanh", 1.5)
+    got = stack_log10_ratio("plain", 20, 1.5, q0=mf.q_star)
+    assert got == pytest.approx(20 * 0.5 * np.log10(mf.chi_1), rel=1e-6)
+    # brute force of the recursion with an explicit alpha, by Monte Carlo-free quadrature
+    z, w = np.polynomial.hermite_e.hermegauss(200)
+    w = w / w.sum()
+    q, total = 1.0, 0.0
+    for _ in range(5):
+        t = np.tanh(np.sqrt(q) * z)
+        total += 0.5 * np.log10(1 + 0.25 * np.sum(w * (1 - t * t) ** 2))
+        q += 0.25 * np.sum(w * t * t)
+    assert stack_log10_ratio("residual", 5, 1.0, alpha=0.5) == pytest.approx(total, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown stack kind 'dense'"):
+        stack_log10_ratio("dense", 5)

@@ -300,8 +300,8 @@ def test_gru_weights_are_three_quarters_of_lstm(m, n):
         assert (sum(lstm.values()), sum(gru.values())) == (24_832, 18_688)  # SCIENCE.md
 
 
-def test_train_rejects_depth_stacks():
-    with pytest.raises(ValueError, match="depth stacks"):
+def test_train_rejects_depth_stacks_on_sequence_tasks():
+    with pytest.raises(ValueError, match="depth stack reads one input per example; task 'adding'"):
         train(
             Model(cells.get("residual", width=4, depth=3), 1),
             tasks.get("adding", steps=4),

@@ -1,0 +1,46 @@
+"""A depth stack (``residual``, ``plain``) as a trainable feed-forward model: the pieces ``Model`` uses.
+
+``Model(cells.get("residual", width=D, depth=L), output_size)`` reads one input per example::
+
+    x_0 = x @ P                 x: [B, I] -> [B, D]; P fixed (N(0, 1/I), drawn from key 0, not trained)
+                                or learned (params['projection']['w'], same init from the run's key)
+    x_L = stack over its L layers from x_0 (gradflow.unroll; the stack's params are [L, ...])
+    out = x_L @ w + b           [B, O], a learned linear readout
+
+The per-layer gradient ``||dL/dx_l||``, l = 0..L, comes from ``gradient_flow`` over the layers, as
+the per-step flow of a recurrent cell does over time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+
+from gradflow.seam import Cell
+
+PROJECTIONS = ("fixed", "learned")
+_FIXED_KEY = 0
+
+
+def stack_width(cell: Cell) -> int:
+    """``D``: the width of a depth stack's carry ``[B, D]``."""
+    return jax.eval_shape(lambda: cell.initial_carry(1)).shape[-1]
+
+
+def stack_depth(cell: Cell) -> int:
+    """``L``: the layers of a depth stack (its params' leading axis)."""
+    shapes = jax.eval_shape(lambda k: cell.init(k, stack_width(cell)), jax.random.key(0))
+    return int(jax.tree_util.tree_leaves(shapes)[0].shape[0])
+
+
+def projection_weights(key: jax.Array | None, input_size: int, width: int, dtype) -> jax.Array:
+    """``[I, D]`` with ``N(0, 1/I)`` entries, from ``key`` (None: the fixed projection's key 0)."""
+    key = jax.random.key(_FIXED_KEY) if key is None else key
+    return jax.random.normal(key, (input_size, width), dtype) / math.sqrt(input_size)
+
+
+def check_projection(projection: str) -> str:
+    if projection not in PROJECTIONS:
+        raise ValueError(f"unknown projection {projection!r}; choose from {list(PROJECTIONS)}")
+    return projection
