@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from gradflow import run_config
-from gradflow.train_experiment import setting_key
+from gradflow.rundir import setting_key
 
 ROOT = Path(__file__).resolve().parents[1]
 

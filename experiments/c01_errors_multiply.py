@@ -35,7 +35,9 @@ def run(out: Path, quick: bool) -> dict:
     for sw in (0.5, 1.0, 3.0, 4.0):
         options = {"hidden_size": 64, "recurrent_init": "normal", "weight_scale": sw}
         rate, r2, log10 = _rate("rnn", T, **{k: v for k, v in options.items() if k != "hidden_size"})
-        predicted = theory.predicted_rate("rnn", options)  # mean field at the input-driven fixed point
+        predicted = theory.predicted_rate(
+            "rnn", {**cells.options("rnn"), **options}
+        )  # mean field at the input-driven fixed point
         tanh.append({"sigma_w": sw, "rate": rate, "theory": predicted, "r2": r2, "log10": log10})
     fig, (a, b) = plots.figure(1, 2, size=(11, 4))
     for i, row in enumerate(linear):

@@ -17,7 +17,7 @@ from _runs import config_run, initial_params, median, settings
 
 from gradflow import cells, gradient_flow, unroll
 from gradflow.train_experiment import load_trained
-from gradflow.training import _EVAL_KEY
+from gradflow.training import EVAL_KEY
 
 CRITERIA = {"min_rate_gain": 0.1, "solved_fraction": 1.0}
 
@@ -43,7 +43,7 @@ def _dead_after_training(run_dir) -> dict:
     for t in load_trained(run_dir):
         if t.run["options"].get("activation") != "relu":
             continue
-        xs = t.task.sample(jax.random.key(_EVAL_KEY), 256).xs
+        xs = t.task.sample(jax.random.key(EVAL_KEY), 256).xs
         row = rows.setdefault(t.run["label"], {"before": [], "after": []})
         row["before"].append(dead_fraction(t.model.cell, initial_params(t)["cell"], xs))
         row["after"].append(dead_fraction(t.model.cell, t.params["cell"], xs))

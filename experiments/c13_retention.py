@@ -15,7 +15,7 @@ from _runs import by_label, config_run, initial_params, median
 
 from gradflow import lyapunov_spectrum
 from gradflow.train_experiment import load_trained
-from gradflow.training import _EVAL_KEY
+from gradflow.training import EVAL_KEY
 
 CRITERIA = {"min_rate_gain": 0.02}  # ln/step: the rate must rise by at least this much
 
@@ -39,7 +39,7 @@ def _top_exponents(run_dir) -> dict:
     """``{run_id: (top exponent at init, after training)}`` on 64 held-out adding sequences."""
     out = {}
     for t in load_trained(run_dir):
-        batch = t.task.sample(jax.random.key(_EVAL_KEY), 64)
+        batch = t.task.sample(jax.random.key(EVAL_KEY), 64)
         cell = t.model.cell
         carry0 = cell.initial_carry(64)
         top = []

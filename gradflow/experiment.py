@@ -20,8 +20,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from gradflow import cells, figures, theory
 from gradflow import config as cfgmod
-from gradflow import figures, theory
 from gradflow.engine import sweep
 from gradflow.measure.fit import finite_ends
 from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, provenance, write_npz
@@ -239,6 +239,7 @@ def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
     for p in parts:
         arrays[f"log10_norms_{p}"] = np.full((n, t_max + 1), np.nan, np.float32)
     fits = []
+    resolved = [{**cells.options(r["cell"]), **r["options"]} for r in runs]  # every option, defaults filled
     row = 0
     for group, data in zip(groups, parts_data, strict=True):
         for i, run in enumerate(group["runs"]):
@@ -252,14 +253,14 @@ def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
             first, last = finite_ends(data["total_log10_norms"][i])  # an exact zero (-inf) is left out
             fit["log10_first_last_ratio"] = first - last
             fit["nonfinite_step"] = int(data["nonfinite_step"][i])
-            fit["theory_rate"] = json_number(theory.predicted_rate(run["cell"], run["options"]))
+            fit["theory_rate"] = json_number(theory.predicted_rate(run["cell"], resolved[row]))
             fits.append(fit)
             row += 1
     for key in [k for k in arrays if "log10_norms" in k]:
         arrays[key.replace("log10_norms", "norms")] = np.power(10.0, arrays[key].astype(np.float64))
     write_npz(out / "results.npz", arrays)
     _write_csv(out, runs, arrays, parts)
-    runs = [r | {"fit": f} for r, f in zip(runs, fits, strict=True)]
+    runs = [r | {"cell_options": o, "fit": f} for r, o, f in zip(runs, resolved, fits, strict=True)]
     curves = figures.curves(runs, arrays)
     run = figures.Run(cfg.name, runs, arrays, {k: list(v) for k, v in cfg.sweep.grid.items()})
     drawn = figures.draw([run], out, cfg.output.formats)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gradflow import cells, plots, theory
+from gradflow import plots, theory
 
 NAMES = ("decay", "paths", "phase")  # figure file stems
 MAX_LINES = 12  # more curves than this on one axes are unreadable: the legend goes outside
@@ -116,12 +116,7 @@ def curves(
 
 def _median_theory(runs: list) -> float:
     """Median predicted rate over seeds (NaN where no theory applies; the same for every seed)."""
-    values = [
-        r["fit"]["theory_rate"]
-        if "theory_rate" in r["fit"]
-        else theory.predicted_rate(r["cell"], r["options"])
-        for r in runs
-    ]
+    values = [r["fit"].get("theory_rate") for r in runs]
     values = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.median(values)) if values else float("nan")
 
@@ -325,16 +320,16 @@ def critical_line_theory(run: Run, label: str):
     """Mean-field edge of chaos ``(sigma_w [M], sigma_b [M])`` on a sigma_w x sigma_b grid, else None."""
     (kx, _), (ky, ys) = list(run.grid.items())
     spec = next(r for r in run.runs if r["label"] == label)
-    opts = {**cells.options(spec["cell"]), **spec["options"]}
+    opts = spec.get("cell_options", spec["options"])  # every option (older run directories: as given)
     mean_field_cell = spec["cell"] == "plain" or (
-        spec["cell"] == "rnn" and opts["recurrent_init"] == "normal"
+        spec["cell"] == "rnn" and opts.get("recurrent_init", "normal") == "normal"
     )
     if not (kx.endswith("weight_scale") and ky.endswith("bias_scale") and mean_field_cell):
         return None
     if opts.get("norm") is not None or opts.get("activation") not in theory.ACTIVATIONS:
         return None
     sigma_b = np.linspace(min(ys), max(ys), 60)
-    input_scale = opts["input_scale"] if spec["cell"] == "rnn" else 0.0
+    input_scale = opts.get("input_scale", 1.0) if spec["cell"] == "rnn" else 0.0
     return theory.critical_line(opts["activation"], sigma_b, input_scale), sigma_b
 
 

@@ -97,6 +97,12 @@ def refuse_target(out: Path, *, protect=()) -> None:
         raise RunDirError(f"{out}: {what}; gradflow writes only into a directory of its own, use another -o")
 
 
+def setting_key(run: dict) -> str:
+    """The setting a run belongs to: its label plus its sweep point (seeds are pooled)."""
+    point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in run["point"].items())
+    return f"{run['label']} ({point})" if point else run["label"]
+
+
 class Manifest:
     """What gradflow wrote in ``root``: ``{relative path: "file" | "scratch" | "rundir"}``."""
 

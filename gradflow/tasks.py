@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradflow.cells._common import defaults, dtype_of, positive_int
+from gradflow.cells.checks import defaults, dtype_of, positive_int
 
 _NEG = -1e4  # a logit whose probability is exactly 0 after log_softmax, without infinities
 

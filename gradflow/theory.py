@@ -405,7 +405,8 @@ def autonomous_tanh_rate(g: float, *, nodes: int = 200) -> float:
 def predicted_rate(cell: str, options: dict) -> float:
     """The theory's per-step rate for a registry cell at init, NaN where no closed form applies.
 
-    ``cell``/``options`` as for ``gradflow.cells.get``: ``rnn`` with
+    ``cell`` a registry name and ``options`` every one of its options (defaults filled in:
+    ``{**gradflow.cells.options(cell), **given}``): ``rnn`` with
     ``recurrent_init='normal'`` -> ``mean_field(activation, weight_scale,
     bias_scale, input_scale).rate``; ``rnn`` linear orthogonal -> ``linear_rate``;
     ``plain`` without norm -> ``mean_field(..., input_scale=0)``; ``residual``
@@ -414,13 +415,12 @@ def predicted_rate(cell: str, options: dict) -> float:
 
     Example::
 
-        predicted_rate("rnn", {"hidden_size": 64, "weight_scale": 0.5})   # -0.69 + input term
+        opts = {**gradflow.cells.options("rnn"), "hidden_size": 64, "weight_scale": 0.5}
+        predicted_rate("rnn", opts)   # -0.69 + input term
     """
-    from gradflow import cells  # the registry's defaults fill in missing options
-
     if cell not in ("rnn", "plain", "residual"):
         return math.nan
-    opts = {**cells.options(cell), **options}
+    opts = options
     act = opts.get("activation")
     if act not in ACTIVATIONS:
         return math.nan

@@ -37,7 +37,7 @@ from gradflow import config as cfgmod
 from gradflow.engine.sweep import DYNAMIC_OPTIONS
 from gradflow.experiment import RESULT_FILES, load_parts, result_files
 from gradflow.measure.fit import finite_ends
-from gradflow.rundir import PARTS, atomic_write, json_number, provenance, write_npz
+from gradflow.rundir import PARTS, atomic_write, json_number, provenance, setting_key, write_npz
 
 LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
 
@@ -354,12 +354,6 @@ def load_trained(run_dir) -> list[Trained]:
                 raise ValueError(f"{run_dir}: summary.json does not match config.yaml (run {len(out)})")
             out.append(Trained(entry, model, params, task))
     return out
-
-
-def setting_key(run: dict) -> str:
-    """The setting a run belongs to: its label plus its sweep point (seeds are pooled)."""
-    point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in run["point"].items())
-    return f"{run['label']} ({point})" if point else run["label"]
 
 
 def _settings(results: list[dict], cfg) -> list[dict]:

@@ -32,7 +32,7 @@ GATE_NAMES = {
 
 def settings(run, prefix: str = "") -> list[dict]:
     """``[{label, rows, baseline, solved_fraction}]``: runs pooled by label and sweep point."""
-    from gradflow.train_experiment import setting_key
+    from gradflow.rundir import setting_key
 
     by: dict = {}
     for i, r in enumerate(run.runs):

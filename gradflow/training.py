@@ -31,14 +31,14 @@ import numpy as np
 import optax
 from flax import serialization
 
-from gradflow.cells._combinators import bidirectional_xs, bidirectional_ys, dropout_inputs
+from gradflow.cells import bidirectional_xs, bidirectional_ys, dropout_inputs
 from gradflow.learn import depth as _depth
 from gradflow.measure.flow import gradient_flow
 from gradflow.seam import Cell, unroll
 from gradflow.tasks import Task
 
 PyTree = Any
-_EVAL_KEY = 0x5EED  # the held-out set: one fixed key for every run, so runs are compared on the same data
+EVAL_KEY = 0x5EED  # the held-out set: one fixed key for every run, so runs are compared on the same data
 OPTIMIZERS = tuple(
     n
     for n in (
@@ -354,7 +354,7 @@ class _Group:
 
     def __init__(self, make_model, option_names, task: Task, settings: Settings):
         self.make_model, self.names, self.task, self.s = make_model, tuple(option_names), task, settings
-        self.eval_batch = task.sample(jax.random.key(_EVAL_KEY), settings.eval_batch)
+        self.eval_batch = task.sample(jax.random.key(EVAL_KEY), settings.eval_batch)
         from gradflow.engine.sweep import (
             over_runs,  # sweep -> config -> training: imported here, not at the top
         )

@@ -10,7 +10,7 @@ from conftest import load_run, runs_by_label
 
 from gradflow import claims
 from gradflow.cli import main
-from gradflow.train_experiment import setting_key
+from gradflow.rundir import setting_key
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ROOT = pathlib.Path(__file__).resolve().parents[1]

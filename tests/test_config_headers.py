@@ -23,7 +23,13 @@ from gradflow import words
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MEASURE = ["compare_cells", "depth_residual_vs_plain", "lstm_forget_bias", "phase_diagram", "rnn_init_sweep"]
-TRAIN_IN_REPORT = ["adding", "bidirectional", "clipping", "lstm_variants"]  # run by gradflow claims --quick
+TRAIN_IN_REPORT = [
+    "adding",
+    "bidirectional",
+    "clipping",
+    "lstm_variants",
+    "residual_training",
+]  # run by gradflow claims --quick
 RTOL = 0.02
 DIRECTION = re.compile(
     r"\b(?:vanish|explod|grow|grew|decay|solv|diverg|keep|kept|lose|lost|loses|blow|blew|shrink|"

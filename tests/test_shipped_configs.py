@@ -24,6 +24,7 @@ REQUIRED = {
     "copy",
     "bidirectional",
     "lstm_variants",
+    "residual_training",
 }
 
 

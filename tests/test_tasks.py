@@ -185,7 +185,7 @@ def test_module_level_generators_jit():
 
 
 def test_registry_errors_list_choices():
-    assert tasks.names() == ["adding", "copy", "lookahead", "npz", "temporal_order"]
+    assert tasks.names() == ["adding", "copy", "lookahead", "npz", "teacher", "temporal_order"]
     with pytest.raises(ValueError, match=r"unknown task 'adds'; choose from \['adding'"):
         tasks.get("adds")
     with pytest.raises(

@@ -116,14 +116,14 @@ def test_trained_params_are_saved_and_restored(trained):
     import jax
 
     from gradflow.train_experiment import load_trained
-    from gradflow.training import _EVAL_KEY
+    from gradflow.training import EVAL_KEY
 
     out, summary, _ = trained
     loaded = load_trained(out)
     assert [t.run for t in loaded] == summary["runs"]
     assert sorted(p.name for p in (out / "params").iterdir()) == ["0.msgpack", "1.msgpack"]
     for t in loaded:
-        batch = t.task.sample(jax.random.key(_EVAL_KEY), 128)
+        batch = t.task.sample(jax.random.key(EVAL_KEY), 128)
         loss = float(t.task.loss(t.model.apply(t.params, batch.xs), batch))
         assert loss == pytest.approx(t.run["final_eval_loss"], rel=1e-5)
     assert not np.allclose(loaded[0].params["readout"]["w"], loaded[1].params["readout"]["w"])

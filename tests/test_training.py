@@ -189,7 +189,7 @@ def test_result_shapes_and_records(adding_runs):
 def test_eval_loss_matches_an_independent_evaluation(adding_runs):
     """The final held-out loss is the task loss of the returned params on the held-out batch."""
     task, model, settings, _, res = adding_runs
-    batch = task.sample(jax.random.key(training._EVAL_KEY), settings.eval_batch)
+    batch = task.sample(jax.random.key(training.EVAL_KEY), settings.eval_batch)
     for r in range(3):
         p = jax.tree_util.tree_map(lambda a, r=r: a[r], res.params)
         last = np.flatnonzero(np.isfinite(res.eval_loss[r]))[-1]
@@ -200,7 +200,7 @@ def test_eval_loss_matches_an_independent_evaluation(adding_runs):
 
 def test_gate_statistics_match_a_recomputation(adding_runs):
     task, _, settings, _, res = adding_runs
-    batch = task.sample(jax.random.key(training._EVAL_KEY), settings.eval_batch)
+    batch = task.sample(jax.random.key(training.EVAL_KEY), settings.eval_batch)
     p = jax.tree_util.tree_map(lambda a: a[0], res.params)["cell"]
     H = 16
 

@@ -8,7 +8,7 @@ Example::
 
 from __future__ import annotations
 
-from gradflow.cells import _common
+from gradflow.cells import checks
 from gradflow.cells._adapters import from_function as from_function
 from gradflow.cells._adapters import from_linen as from_linen
 from gradflow.cells._adapters import from_nnx as from_nnx
@@ -34,7 +34,7 @@ def _stacked_by_name(
     hidden_size: int, *, cell: str = "lstm", num_layers: int = 2, dropout: float = 0.0, cell_options=None
 ) -> Cell:
     """``num_layers`` cells named ``cell`` (same ``cell_options``) stacked; see ``stacked``."""
-    from gradflow.cells._common import positive_int
+    from gradflow.cells.checks import positive_int
 
     layer = get(cell, hidden_size=hidden_size, **(cell_options or {}))
     return stacked([layer] * positive_int("num_layers", num_layers), dropout=dropout)
@@ -64,7 +64,7 @@ def names() -> list[str]:
 
 def options(name: str) -> dict[str, object]:
     """``{option: default}`` of cell ``name`` (the size argument first, default ``None``)."""
-    return _common.defaults(_lookup(name))
+    return checks.defaults(_lookup(name))
 
 
 def get(name: str, **opts) -> Cell:
@@ -81,7 +81,7 @@ def get(name: str, **opts) -> Cell:
     size = next(iter(known))
     if size not in opts:
         raise ValueError(f"cell {name!r} needs {size}=<int>")
-    _common.check_options(name, factory, opts)
+    checks.check_options(name, factory, opts)
     return factory(**opts)
 
 

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradflow.cells import _common as c
+from gradflow.cells import checks as c
 from gradflow.measure.flow import _validate
 from gradflow.seam import Cell, as_step
 
