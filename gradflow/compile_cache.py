@@ -46,6 +46,7 @@ NEVER_HITS_MARKER = ".gradflow-never-hits"  # written once the never-hits line w
 
 REQUEST_EVENT = "/jax/compilation_cache/compile_requests_use_cache"
 HIT_EVENT = "/jax/compilation_cache/cache_hits"
+WRITE_EVENT = "/jax/compilation_cache/cache_misses"  # jax records it as it writes a new entry
 SAVED_EVENT = "/jax/compilation_cache/compile_time_saved_sec"
 
 _ENTRY, _ATIME = "-cache", "-atime"  # jax's LRUCache: KEY-cache holds an entry, KEY-atime its last read
@@ -61,7 +62,7 @@ class _State:
     directory: Path | None = None  # the enabled cache, None while off
     started_ns = 0  # when it was enabled
     entries_at_start: frozenset = frozenset()  # its keys then
-    counts: ClassVar[dict] = {"requests": 0, "hits": 0, "saved_s": 0.0}  # this process, since enable()
+    counts: ClassVar[dict] = {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}  # since enable()
 
 
 def default_dir() -> Path:
@@ -116,6 +117,8 @@ def _count(event: str, **_kwargs) -> None:
         _State.counts["requests"] += 1
     elif event == HIT_EVENT:
         _State.counts["hits"] += 1
+    elif event == WRITE_EVENT:
+        _State.counts["writes"] += 1
 
 
 def _count_saved(event: str, duration: float, **_kwargs) -> None:
@@ -165,7 +168,7 @@ def enable(directory: str | os.PathLike | None = None, *, enabled: bool | None =
     _State.directory = path
     _State.started_ns = time.time_ns()
     _State.entries_at_start = frozenset(_keys(path))
-    _State.counts = {"requests": 0, "hits": 0, "saved_s": 0.0}
+    _State.counts = {"requests": 0, "hits": 0, "writes": 0, "saved_s": 0.0}
     return path
 
 
@@ -201,12 +204,17 @@ def stats() -> dict:
 def rejected_entries() -> int:
     """How many entries present at ``enable()`` were read since, when nothing hit (else 0).
 
-    jax's cache stamps ``KEY-atime`` whenever it reads ``KEY-cache``; a read that then does not
-    count as a hit means the loader rejected the entry.
+    jax's cache stamps ``KEY-atime`` whenever it reads ``KEY-cache``; an entry read while this
+    process had no hit, and writes of compiled programs that added no file (jax does not overwrite
+    an existing key), mean the loader rejected what it read. Both are asked for, so that another
+    process reading the same cache at the same time is not mistaken for a rejection.
     """
     directory = _State.directory
-    if directory is None or _State.counts["hits"] or not _State.counts["requests"]:
+    counts = _State.counts
+    if directory is None or counts["hits"] or not counts["requests"]:
         return 0
+    if len(set(_keys(directory)) - _State.entries_at_start) >= counts["writes"]:
+        return 0  # every program this process wrote is a new entry: nothing existing was missed
     read = 0
     for key in _State.entries_at_start:
         try:

@@ -104,8 +104,8 @@ class _CompileClock:
 
     def cache(self) -> dict:
         """``{"dir", "requests", "hits", "misses", "saved_s"}`` since the block began."""
-        now = compile_cache.stats()
-        return now | {k: now[k] - self._cache0[k] for k in ("requests", "hits", "misses")}
+        now, then = compile_cache.stats(), self._cache0
+        return now | {k: round(now[k] - then[k], 3) for k in ("requests", "hits", "misses", "saved_s")}
 
     def __call__(self, event: str, duration: float, **_kwargs) -> None:
         if event in COMPILE_EVENTS:

@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 
 import pytest
 from conftest import cli_argv, write_config
@@ -158,3 +159,42 @@ def test_the_suite_itself_runs_without_the_cache():
     assert compile_cache.resolve() is None
     home_cache = compile_cache.Path.home() / ".cache" / "gradflow"
     assert not os.environ[compile_cache.ENV_DIR].startswith(str(home_cache))
+
+
+def fake_cache(tmp_path, monkeypatch, *, hits=0, writes=1, read_again=True, new_entry=False):
+    """A cache directory holding one entry from before ``enable()``, and this process's counts."""
+    started = time.time_ns()
+    (tmp_path / "k1-cache").write_bytes(b"x")
+    stamp = started + 1 if read_again else started - 1
+    (tmp_path / "k1-atime").write_bytes(stamp.to_bytes(8, "little"))
+    if new_entry:
+        (tmp_path / "k2-cache").write_bytes(b"y")
+    monkeypatch.setattr(compile_cache._State, "directory", tmp_path)
+    monkeypatch.setattr(compile_cache._State, "started_ns", started)
+    monkeypatch.setattr(compile_cache._State, "entries_at_start", frozenset({"k1"}))
+    counts = {"requests": 1, "hits": hits, "writes": writes, "saved_s": 0.0}
+    monkeypatch.setattr(compile_cache._State, "counts", counts)
+
+
+@pytest.mark.parametrize(
+    ("case", "rejected"),
+    [
+        ({}, 1),  # read again, no hit, the write added no file: rejected
+        ({"hits": 1}, 0),  # something hit: a working cache
+        ({"read_again": False}, 0),  # the old entry was not asked for
+        ({"new_entry": True}, 0),  # the write was a new program; another process read the old one
+    ],
+)
+def test_rejected_entries_needs_a_read_no_hit_and_no_new_file(tmp_path, monkeypatch, case, rejected):
+    fake_cache(tmp_path, monkeypatch, **case)
+    assert compile_cache.rejected_entries() == rejected
+
+
+def test_never_hits_is_said_once_per_directory(tmp_path, monkeypatch):
+    import io
+
+    fake_cache(tmp_path, monkeypatch)
+    first, second = io.StringIO(), io.StringIO()
+    assert compile_cache.warn_if_never_hits(first) and not compile_cache.warn_if_never_hits(second)
+    assert len(first.getvalue().splitlines()) == 1 and "never hits" in first.getvalue()
+    assert second.getvalue() == ""
