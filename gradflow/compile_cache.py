@@ -59,6 +59,7 @@ class CacheDirError(Exception):
 
 class _State:
     configured = False  # enable() ran in this process
+    listening = False  # the event counters are registered with jax.monitoring
     directory: Path | None = None  # the enabled cache, None while off
     started_ns = 0  # when it was enabled
     entries_at_start: frozenset = frozenset()  # its keys then
@@ -162,9 +163,10 @@ def enable(directory: str | os.PathLike | None = None, *, enabled: bool | None =
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # no size floor
     jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
-    if _State.directory is None:
+    if not _State.listening:  # once per process: counts restart below, the listeners stay
         jax.monitoring.register_event_listener(_count)
         jax.monitoring.register_event_duration_secs_listener(_count_saved)
+        _State.listening = True
     _State.directory = path
     _State.started_ns = time.time_ns()
     _State.entries_at_start = frozenset(_keys(path))
