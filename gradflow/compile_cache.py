@@ -30,6 +30,7 @@ once per cache directory.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import stat
 import sys
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 
 ENV_SWITCH = "GRADFLOW_COMPILE_CACHE"
 ENV_DIR = "GRADFLOW_COMPILE_CACHE_DIR"
@@ -138,8 +140,6 @@ def enable(directory: str | os.PathLike | None = None, *, enabled: bool | None =
     _State.configured = True
     if path == _State.directory:
         return path
-    from jax.experimental.compilation_cache import compilation_cache
-
     if path is None:  # jax's own settings are left as they are, unless gradflow had set them
         if _State.directory is not None:
             jax.config.update("jax_compilation_cache_dir", None)
@@ -147,8 +147,6 @@ def enable(directory: str | os.PathLike | None = None, *, enabled: bool | None =
             _State.directory = None
         return None
     check_private(path)
-    import importlib.util
-
     if importlib.util.find_spec("filelock") is None:  # jax needs it to bound the size
         print(
             "gradflow: the compile cache needs the filelock package (pip install filelock); "

@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -198,3 +199,12 @@ def test_never_hits_is_said_once_per_directory(tmp_path, monkeypatch):
     assert compile_cache.warn_if_never_hits(first) and not compile_cache.warn_if_never_hits(second)
     assert len(first.getvalue().splitlines()) == 1 and "never hits" in first.getvalue()
     assert second.getvalue() == ""
+
+
+def test_import_gradflow_changes_nothing(tmp_path):
+    env = {**os.environ, compile_cache.ENV_SWITCH: "1", "XDG_CACHE_HOME": str(tmp_path)}
+    env.pop(compile_cache.ENV_DIR)
+    code = "import gradflow, jax; assert jax.config.jax_compilation_cache_dir is None"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "gradflow").exists()
