@@ -4,7 +4,9 @@ Prints, medians over --repeat fresh processes: the end-to-end wall time of the
 CLI (interpreter start-up and imports included), the in-process run time, the
 time jax spent tracing/lowering/compiling (jax.monitoring compile events), and
 the compute left over when the same config runs again in the same process
-(every shape already compiled).
+(every shape already compiled). The persistent compile cache is off here
+(GRADFLOW_COMPILE_CACHE=0) so every process compiles; bench_compile_cache.py
+measures the cache.
 
     python benchmarks/bench_compare_cells.py [--quick] [--repeat 3]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -45,6 +48,7 @@ def main():
     args = parser.parse_args()
     quick = ["--quick"] if args.quick else []
     cli, rows = [], []
+    env = {**os.environ, "GRADFLOW_COMPILE_CACHE": "0"}  # every process compiles afresh
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat):
             t0 = time.perf_counter()
@@ -52,6 +56,7 @@ def main():
                 [sys.executable, "-m", "gradflow.cli", "run", str(CONFIG), "-o", f"{tmp}/cli{i}", *quick],
                 check=True,
                 capture_output=True,
+                env=env,
             )
             cli.append(time.perf_counter() - t0)
             out = subprocess.run(
@@ -67,6 +72,7 @@ def main():
                 check=True,
                 capture_output=True,
                 text=True,
+                env=env,
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     med = lambda key: statistics.median(r[key] for r in rows)  # noqa: E731

@@ -12,6 +12,7 @@ Example::
 """
 
 from gradflow import cells as cells
+from gradflow import compile_cache as compile_cache
 from gradflow import learn as learn
 from gradflow import tasks as tasks
 from gradflow import theory as theory

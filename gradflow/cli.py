@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 
@@ -14,7 +15,12 @@ EPILOG = """examples:
   gradflow list
   gradflow measure lstm -T 200 --set forget_bias=3
   gradflow measure rnn --set weight_scale=1.5 --set hidden_size=256 --json
-  gradflow measure residual --set depth=100"""
+  gradflow measure residual --set depth=100
+  gradflow --no-compile-cache run configs/compare_cells.yaml --quick
+
+compiled programs are kept in ~/.cache/gradflow/jax ($XDG_CACHE_HOME/gradflow/jax), at most 2 GiB:
+--compile-cache DIR or GRADFLOW_COMPILE_CACHE_DIR=DIR moves it, --no-compile-cache or
+GRADFLOW_COMPILE_CACHE=0 turns it off"""
 
 
 class CliError(Exception):
@@ -237,9 +243,14 @@ def _cmd_run(args) -> int:
     else:
         console.print(_measure_table(summary, cfg, out))
     resumed = " (resumed)" if summary["resumed"] else ""
+    cache = summary["compile_cache"]
+    cached = (
+        f"{cache['hits']}/{cache['requests']} from the compile cache" if cache["dir"] else "compile cache off"
+    )
     console.print(
         f"{len(summary['runs'])} runs, {summary['compiles']} compiled group(s) "
-        f"({summary['compile_time_s']:.1f} s compiling), {summary['wall_time_s']:.1f} s in all{resumed}; "
+        f"({summary['compile_time_s']:.1f} s compiling, {cached}), "
+        f"{summary['wall_time_s']:.1f} s in all{resumed}; "
         f"results and figures ({', '.join(summary['figures'])}) in {out}/"
     )
     return 0
@@ -369,6 +380,23 @@ def _print_measure(summary: dict) -> None:
         console.print(f"[red]the carry became inf/NaN at step {summary['nonfinite_step']}[/red]")
 
 
+def _cache_options(parser: argparse.ArgumentParser, default) -> None:
+    """``--compile-cache DIR`` / ``--no-compile-cache``: on ``gradflow`` itself (``default`` None) and
+    on every verb (``default`` SUPPRESS, so that a verb without them keeps what came before it)."""
+    parser.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=default,
+        help="keep compiled programs in DIR (default $GRADFLOW_COMPILE_CACHE_DIR or ~/.cache/gradflow/jax)",
+    )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        default=False if default is None else default,
+        help="compile everything afresh and keep nothing (or GRADFLOW_COMPILE_CACHE=0)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gradflow.config import FORMATS
 
@@ -378,10 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _cache_options(parser, None)
+    verb_options = argparse.ArgumentParser(add_help=False)
+    _cache_options(verb_options, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p_list = sub.add_parser("list", help="list the cells and their options")
+    verb = functools.partial(sub.add_parser, parents=[verb_options])
+    p_list = verb("list", help="list the cells and their options")
     p_list.set_defaults(func=_cmd_list)
-    p_r = sub.add_parser(
+    p_r = verb(
         "run",
         help="run an experiment config into a run directory",
         description="Run CONFIG's sweep (cells x grid x seeds, one compile per shape) and write "
@@ -400,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_r.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
     p_r.add_argument("--quick", action="store_true", help="apply the config's quick overrides (small sizes)")
     p_r.set_defaults(func=_cmd_run)
-    p_p = sub.add_parser(
+    p_p = verb(
         "plot",
         help="redraw the figures of one run directory, or overlay several",
         description="Draw decay (and, where they apply, paths and phase) figures from finished run "
@@ -417,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_p.add_argument("--force", action="store_true", help="overwrite figures that are already there")
     p_p.set_defaults(func=_cmd_plot)
-    p_m = sub.add_parser(
+    p_m = verb(
         "measure",
         help="per-step gradient norms of one cell at init, with the decay fit",
         description="Run gradient_flow on a cell at initialization with random N(0,1) inputs "
@@ -432,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_m.add_argument("--loss", choices=["final", "every_step", "readout"], default="final")
     p_m.add_argument("--json", action="store_true", help="print the summary as JSON")
     p_m.set_defaults(func=_cmd_measure)
-    p_c = sub.add_parser(
+    p_c = verb(
         "claims",
         help="reproduce the slide claims: report.md, claims.json, report.html with a verdict per claim",
         description="Run each claim's experiment (experiments/), hold the numbers against its criterion "
@@ -557,6 +589,22 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _enable_compile_cache(args) -> None:
+    from gradflow import compile_cache
+
+    try:
+        compile_cache.enable(args.compile_cache, enabled=False if args.no_compile_cache else None)
+    except compile_cache.CacheDirError as err:
+        raise CliError(str(err)) from None
+
+
+def _warn_if_cache_never_hits(args) -> None:
+    if args.command != "plot":
+        from gradflow import compile_cache
+
+        compile_cache.warn_if_never_hits()
+
+
 def _main(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -570,7 +618,12 @@ def _main(argv) -> int:
     if args.command == "plot" and not args.format:
         args.format = ["png", "svg"]
     try:
-        return args.func(args)
+        if args.command != "plot":  # figures never compile
+            _enable_compile_cache(args)
+        try:
+            return args.func(args)
+        finally:
+            _warn_if_cache_never_hits(args)
     except CliError as err:
         print(f"gradflow: error: {err}", file=sys.stderr)
         return 2

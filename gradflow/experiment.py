@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from gradflow import cells, figures, theory
+from gradflow import cells, compile_cache, figures, theory
 from gradflow import config as cfgmod
 from gradflow.engine import sweep
 from gradflow.measure.fit import finite_ends
@@ -97,10 +97,17 @@ COMPILE_EVENTS = (
 
 
 class _CompileClock:
-    """Seconds spent tracing, lowering and compiling while in the ``with`` block."""
+    """Seconds spent tracing, lowering and compiling while in the ``with`` block, and the
+    persistent compile cache's requests and hits meanwhile (``cache()``)."""
 
     def __init__(self):
         self.seconds = 0.0
+        self._cache0 = compile_cache.stats()
+
+    def cache(self) -> dict:
+        """``{"dir", "requests", "hits", "misses", "saved_s"}`` since the block began."""
+        now, then = compile_cache.stats(), self._cache0
+        return now | {k: round(now[k] - then[k], 3) for k in ("requests", "hits", "misses", "saved_s")}
 
     def __call__(self, event: str, duration: float, **_kwargs) -> None:
         if event in COMPILE_EVENTS:
@@ -159,6 +166,8 @@ def run_config(
     ``overrides`` are ``"key.path=value"`` strings (``--set``); ``out`` defaults
     to the config's ``output.dir``. Returns the summary (also in ``out/summary.json``).
     ``force`` replaces a run directory gradflow wrote (never anything else; see ``gradflow.rundir``).
+    The persistent compile cache is enabled first, as ``gradflow run`` does, unless this process chose
+    already (``gradflow.compile_cache.enable_once()``: on unless ``GRADFLOW_COMPILE_CACHE=0``).
 
     Example::
 
@@ -166,7 +175,11 @@ def run_config(
         summary["settings"][0]["median_rate"]   # ln per step, tanh RNN
     """
     cfg = cfgmod.load_config(path, overrides, quick=quick)
-    return run_experiment(cfg, Path(out or cfg.output.dir), force=force, progress=progress, source=path)
+    compile_cache.enable_once()
+    try:
+        return run_experiment(cfg, Path(out or cfg.output.dir), force=force, progress=progress, source=path)
+    finally:
+        compile_cache.warn_if_never_hits()
 
 
 RESULT_FILES = ("config.yaml", "results.npz", "results.csv", "summary.json")
@@ -219,7 +232,8 @@ def _run(cfg, out, force, progress, clock, source) -> dict:
     finally:
         state.attempts.update(compiles, clock.seconds - seconds0)
     state.manifest.record(*result_files(cfg))
-    summary = _write_results(out, groups, state.attempts.totals(), state.resumed, cfg, source)
+    timing = state.attempts.totals() | {"compile_cache": clock.cache()}  # the cache: this attempt
+    summary = _write_results(out, groups, timing, state.resumed, cfg, source)
     state.finish([*RESULT_FILES, *summary["figures"]])
     return summary
 

@@ -140,7 +140,8 @@ def run_training(cfg, groups: list[dict], state, progress, step_progress, should
     for g_idx in range(len(groups)):
         if (out / PARTS / f"{g_idx}.msgpack").exists():
             (out / PARTS / f"{g_idx}.msgpack").replace(out / "params" / f"{g_idx}.msgpack")
-    summary = _write_results(out, groups, state.attempts.totals(), state.resumed, cfg, source)
+    timing = state.attempts.totals() | {"compile_cache": clock.cache()}  # the cache: this attempt
+    summary = _write_results(out, groups, timing, state.resumed, cfg, source)
     state.finish([*RESULT_FILES, *params, *summary["figures"]])
     return summary
 

@@ -1,5 +1,6 @@
-"""Test setup: float64 available everywhere (tests pick dtypes explicitly)."""
+"""Test setup: float64 available everywhere (tests pick dtypes explicitly); no compile cache."""
 
+import os
 import pathlib
 
 import jax
@@ -7,6 +8,23 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_compile_cache(tmp_path_factory):
+    """The suite compiles afresh and never writes ``~/.cache``: the persistent compile cache is off
+    (``GRADFLOW_COMPILE_CACHE=0``, inherited by subprocesses, so compile counts stay exact), and a
+    test that turns it on without naming a directory gets a scratch one."""
+    names = ("GRADFLOW_COMPILE_CACHE", "GRADFLOW_COMPILE_CACHE_DIR")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ["GRADFLOW_COMPILE_CACHE"] = "0"
+    os.environ["GRADFLOW_COMPILE_CACHE_DIR"] = str(tmp_path_factory.mktemp("compile-cache"))
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def tree_allclose(a, b, *, rtol, atol=0.0):
