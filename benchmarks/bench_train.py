@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _timing import interleaved_medians
 
 from gradflow import cells, gradient_flow, tasks
-from gradflow.training import Model
+from gradflow.engine.training import Model
 
 K = 50
 

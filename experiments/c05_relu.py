@@ -16,8 +16,8 @@ import numpy as np
 from _runs import config_run, initial_params, median, settings
 
 from gradflow import cells, gradient_flow, unroll
+from gradflow.engine.training import EVAL_KEY
 from gradflow.train_experiment import load_trained
-from gradflow.training import EVAL_KEY
 
 CRITERIA = {"min_rate_gain": 0.1, "solved_fraction": 1.0}
 

@@ -49,8 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from _runs import config_run
 
-from gradflow import cells, gradient_flow, plots, theory
-from gradflow import config as configs
+from gradflow import cells, gradient_flow, load_config, plots, tasks, theory
 
 CRITERIA = {"keep_decades": 1.0, "train_ratio": 0.1}
 DEPTHS = (10, 50, 100, 200)
@@ -154,12 +153,13 @@ def training_run(out: Path, quick: bool):
     """The shipped ``residual_training`` run: ``({label: MSE / var(y) [seeds, steps + 1]}`` (entry
     ``steps``: the final full-set loss), the linear least squares ratio, the run's sizes)."""
     run_dir, _ = config_run("residual_training", out, quick)
-    cfg = configs.load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / "config.yaml")
     res = np.load(run_dir / "results.npz")
     curves = np.concatenate([res["train_loss"], res["eval_loss"][:, -1:]], axis=1) / res["baseline"][:, None]
     curves = {str(lb): curves[res["label"] == lb].astype(np.float64) for lb in dict.fromkeys(res["label"])}
     examples = cfg.task.options["examples"]
-    batch = cfg.task.build().sample(jax.random.key(0), examples)  # the whole training set
+    task = tasks.get(cfg.task.name, **cfg.task.options)
+    batch = task.sample(jax.random.key(0), examples)  # the whole training set
     x1, y = np.c_[np.asarray(batch.xs[0], np.float64), np.ones(examples)], np.asarray(batch.ys[0, :, 0])
     linear = float(np.mean((x1 @ np.linalg.lstsq(x1, y, rcond=None)[0] - y) ** 2) / np.var(y))
     sizes = {"train_width": cfg.cells[0].options["width"], "examples": examples, "steps": cfg.train.steps,

@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from gradflow import Cell, Model, cells, tasks
-from gradflow.training import Settings, train_runs
+from gradflow.engine.training import Settings, train_runs
 
 CRITERIA = {"max_upward_ratio": 0.3, "min_memory_ratio": 0.5}
 VARIANTS = {  # name: (upward, on h_{t-1}, on c_{t-1}, one mask per sequence) as multiples of the rate

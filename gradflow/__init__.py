@@ -12,12 +12,16 @@ Example::
 """
 
 from gradflow import cells as cells
-from gradflow import compile_cache as compile_cache
 from gradflow import learn as learn
-from gradflow import tasks as tasks
 from gradflow import theory as theory
-from gradflow import training as training
+from gradflow.engine import compile_cache as compile_cache
+from gradflow.engine import training as training
+from gradflow.engine.training import TrainResult as TrainResult
+from gradflow.engine.training import train as train
+from gradflow.experiment import load_config as load_config
 from gradflow.experiment import run_config as run_config
+from gradflow.learn import tasks as tasks
+from gradflow.learn.models import Model as Model
 from gradflow.measure import DecayFit as DecayFit
 from gradflow.measure import GradientFlow as GradientFlow
 from gradflow.measure import LocalJacobians as LocalJacobians
@@ -37,9 +41,6 @@ from gradflow.seam import Cell as Cell
 from gradflow.seam import ParamCount as ParamCount
 from gradflow.seam import param_count as param_count
 from gradflow.seam import unroll as unroll
-from gradflow.training import Model as Model
-from gradflow.training import TrainResult as TrainResult
-from gradflow.training import train as train
 from gradflow.words import describe_rate as describe_rate
 
 __version__ = "0.1.0"

@@ -366,6 +366,8 @@ def _record_outputs(manifest, folder) -> None:
     done = [p for p in runs.iterdir() if rundir.Manifest.read(p) is not None] if runs.is_dir() else []
     manifest.record(*done, kind="rundir")
     manifest.entries.pop(folder.relative_to(root).as_posix(), None)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()  # an experiment that wrote nothing leaves no unlisted folder behind
     manifest.save()
 
 

@@ -99,7 +99,7 @@ def _cmd_list(args) -> int:
     for name in LOSSES:
         table.add_row(f"loss {name}", LOSS_HELP.get(name, ""))
     console.print(table)
-    from gradflow import tasks, training
+    from gradflow.learn import optim, tasks
 
     table = Table(
         title="tasks (`task: {name, options}`: a training config) and their learned-nothing baseline"
@@ -119,9 +119,9 @@ def _cmd_list(args) -> int:
     console.print(table)
     console.print(
         "optimizers (`train.optimizer`, optax): "
-        + ", ".join(training.OPTIMIZERS)
+        + ", ".join(optim.OPTIMIZERS)
         + "\nschedules (`train.schedule`, values multiply train.learning_rate): "
-        + ", ".join(training.SCHEDULES)
+        + ", ".join(optim.SCHEDULES)
     )
     table = Table(title="shipped configs: gradflow run PATH [--quick]")
     table.add_column("config", style="bold")
@@ -191,7 +191,7 @@ def _cmd_run(args) -> int:
     from gradflow import experiment
 
     try:
-        cfg = cfgmod.load_config(args.config, args.set, quick=args.quick)
+        cfg = experiment.load_config(args.config, args.set, quick=args.quick)
     except cfgmod.ConfigError as err:
         raise CliError(str(err)) from None
     out = Path(args.output or cfg.output.dir)
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _enable_compile_cache(args) -> None:
-    from gradflow import compile_cache
+    from gradflow.engine import compile_cache
 
     try:
         compile_cache.enable(args.compile_cache, enabled=False if args.no_compile_cache else None)
@@ -600,7 +600,7 @@ def _enable_compile_cache(args) -> None:
 
 def _warn_if_cache_never_hits(args) -> None:
     if args.command != "plot":
-        from gradflow import compile_cache
+        from gradflow.engine import compile_cache
 
         compile_cache.warn_if_never_hits()
 

@@ -26,18 +26,12 @@ import math
 import os
 import re
 import string
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
-import jax
 import yaml
-
-from gradflow import cells as _cells
-from gradflow import tasks as _tasks
-from gradflow import training as _training
-from gradflow.seam import Cell
 
 MEASURES = ("gradient_norms",)
 LOSSES = ("final", "every_step", "readout")
@@ -45,7 +39,31 @@ DISTRIBUTIONS = ("normal", "uniform", "zeros")
 FORMATS = ("png", "svg", "pdf")
 _SIZE_OPTIONS = ("hidden_size", "width", "depth", "num_layers")  # cell options that are integers >= 1
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 1e-3 as a string
-_ENABLE_X64 = getattr(jax, "enable_x64", None)  # a context manager in recent JAX
+
+
+class Registries(NamedTuple):
+    """The names a config is checked against, handed in by the runner: this module imports nothing
+    from gradflow (``gradflow.experiment.REGISTRIES`` is the one the library uses).
+
+    ``cell_options(name)`` / ``task_options(name)``: ``{option: default}`` (None: required, the
+    size option first). ``check_cell(name, options)`` builds the cell (raising ``ValueError`` or
+    ``TypeError``) and says whether it is a depth stack; ``check_task(name, options)`` builds the task
+    and returns its number of steps; ``check_optimizer``/``check_schedule`` raise ``ValueError``.
+    """
+
+    cell_names: Callable[[], list]
+    cell_options: Callable[[str], dict]
+    check_cell: Callable[[str, dict], bool]
+    task_names: Callable[[], list]
+    task_options: Callable[[str], dict]
+    check_task: Callable[[str, dict], int]
+    optimizers: Sequence[str]
+    schedules: Sequence[str]
+    check_optimizer: Callable[[str, Mapping], None]
+    check_schedule: Callable[[str | None, Mapping], None]
+
+
+_REGISTRIES: ContextVar[Registries] = ContextVar("gradflow_config_registries")
 
 
 class ConfigError(ValueError):
@@ -74,10 +92,6 @@ class CellSpec:
     label: str
     cell: str
     options: Mapping[str, Any] = field(default_factory=_FrozenDict)
-
-    def build(self) -> Cell:
-        """The cell, e.g. ``CellSpec("LSTM", "lstm", {"hidden_size": 64}).build()``."""
-        return _cells.get(self.cell, **self.options)
 
 
 @dataclass(frozen=True)
@@ -121,17 +135,14 @@ class TaskSpec:
     name: str
     options: Mapping[str, Any] = field(default_factory=_FrozenDict)
 
-    def build(self):
-        """The ``gradflow.tasks.Task``."""
-        return _tasks.get(self.name, **self.options)
-
 
 READOUTS = ("auto", "every", "last")
 
 
 @dataclass(frozen=True)
 class Train:
-    """How a training config trains (see ``gradflow.training.Settings``).
+    """How a training config trains; also the one settings type of training
+    (``gradflow.training.Settings`` is this class; ``learn.optim.check_settings`` checks the names).
 
     ``learning_rate`` and ``clip`` (global-norm clipping threshold, null: off) may differ between
     runs that still share one compiled step. ``readout``: 'auto' reads out at the last step for tasks
@@ -153,21 +164,6 @@ class Train:
     early_stop: bool = True
     readout: str = "auto"
     checkpoint_every: int | None = None
-
-    def settings(self) -> _training.Settings:
-        """The ``Settings`` shared by a group (everything but learning rate and clip)."""
-        return _training.Settings(
-            steps=self.steps,
-            batch=self.batch,
-            optimizer=self.optimizer,
-            optimizer_options=dict(self.optimizer_options),
-            schedule=self.schedule,
-            schedule_options=_plain(self.schedule_options),
-            eval_every=self.eval_every,
-            eval_batch=self.eval_batch,
-            solved_fraction=self.solved_fraction,
-            early_stop=self.early_stop,
-        )
 
 
 @dataclass(frozen=True)
@@ -215,8 +211,10 @@ class _Invalid(Exception):
         self.path, self.value, self.expected, self.text = path, value, expected, text
 
 
-def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), quick: bool = False) -> Config:
-    """Read, override and validate the YAML config at ``path``.
+def load_config(
+    path: str | os.PathLike, overrides: Sequence[str] = (), quick: bool = False, *, registries: Registries
+) -> Config:
+    """Read, override and validate the YAML config at ``path`` against ``registries``.
 
     ``overrides`` are ``"key.path=value"`` strings (``--set``; the value is read
     with ``yaml.safe_load``, list indices are path parts). ``quick=True``
@@ -225,10 +223,17 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), quick: b
 
     Example::
 
-        cfg = load_config("configs/x.yaml", ["inputs.steps=50", "sweep.seeds=[0, 1]"])
+        cfg = load_config("configs/x.yaml", ["inputs.steps=50", "sweep.seeds=[0, 1]"], registries=reg)
         cfg.inputs.steps, cfg.sweep.seeds  # (50, (0, 1))
     """
-    source = os.fspath(path)
+    token = _REGISTRIES.set(registries)
+    try:
+        return _load(os.fspath(path), overrides, quick)
+    finally:
+        _REGISTRIES.reset(token)
+
+
+def _load(source: str, overrides, quick: bool) -> Config:
     data = _read_yaml(source)
     sets = [_parse_set(text) for text in ([overrides] if isinstance(overrides, str) else overrides)]
     base = _resolve(data, sets, source, source)
@@ -254,8 +259,9 @@ def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
 
 
-def sweep_points(cfg: Config) -> list[tuple[dict, Config]]:
-    """Expand ``cfg.sweep.grid`` into ``[(point, point_cfg)]``, one per combination.
+def sweep_points(cfg: Config, *, registries: Registries) -> list[tuple[dict, Config]]:
+    """Expand ``cfg.sweep.grid`` into ``[(point, point_cfg)]``, one per combination (each point
+    validated against ``registries``, as ``load_config`` does).
 
     ``point`` is ``{path: value}``; ``point_cfg`` is ``cfg`` with it applied and an
     empty grid. Grid keys vary in file order, the last fastest (``itertools.product``);
@@ -264,16 +270,21 @@ def sweep_points(cfg: Config) -> list[tuple[dict, Config]]:
     Example::
 
         # sweep: {grid: {inputs.steps: [50, 100], cells.0.options.weight_scale: [0.5, 1, 2]}}
-        [point for point, _ in sweep_points(cfg)][:2]
+        [point for point, _ in sweep_points(cfg, registries=reg)][:2]
         # [{'inputs.steps': 50, 'cells.0...': 0.5}, {'inputs.steps': 50, 'cells.0...': 1.0}]
     """
     grid, raw = cfg.sweep.grid, config_to_dict(cfg)
     raw["sweep"]["grid"] = {}
     points = []
-    for values in itertools.product(*grid.values()):
-        point = dict(zip(grid, values, strict=True))
-        label = f"{cfg.name}: sweep point {point}"
-        points.append((point, _resolve(raw, [(label, k, _plain(v)) for k, v in point.items()], label, label)))
+    token = _REGISTRIES.set(registries)
+    try:
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values, strict=True))
+            label = f"{cfg.name}: sweep point {point}"
+            sets = [(label, k, _plain(v)) for k, v in point.items()]
+            points.append((point, _resolve(raw, sets, label, label)))
+    finally:
+        _REGISTRIES.reset(token)
     return points
 
 
@@ -448,9 +459,9 @@ def _validate(raw: dict, source: str) -> Config:
             if raw[key] != _plain(_SECTIONS[key]):
                 text = f"{key} does not apply to a training config (the task makes the inputs and the loss)"
                 raise _Invalid(key, raw[key], text=text)
-        steps = cfg.task.build().steps
+        steps = _task_steps(cfg.task)
         for i, spec in enumerate(cfg.cells):
-            if spec.build().params_per_step and steps != 1:
+            if _REGISTRIES.get().check_cell(spec.cell, dict(spec.options)) and steps != 1:
                 text = (
                     f"cells.{i}.cell = {spec.cell!r} is a depth stack; it trains on a feed-forward task "
                     f"(steps 1, e.g. teacher), task {cfg.task.name!r} has {steps} steps"
@@ -467,7 +478,7 @@ def _window_within_steps(cfg: Config, window) -> None:
     (each sweep point is validated as a config of its own, so every point is checked)."""
     lengths = {}  # T: the key it comes from
     for i, spec in enumerate(cfg.cells):
-        known = _cells.options(spec.cell)
+        known = _REGISTRIES.get().cell_options(spec.cell)
         if "depth" in known:
             lengths.setdefault(spec.options.get("depth", known["depth"]), f"cells.{i}.options.depth")
         else:
@@ -483,10 +494,12 @@ def _window_within_steps(cfg: Config, window) -> None:
 
 def _task_spec(value) -> TaskSpec:
     _check(value, "task", isinstance(value, dict), f"a mapping with keys {list(_TASK_KEYS)}")
+    reg = _REGISTRIES.get()
     name = value["name"]
-    _check(name, "task.name", isinstance(name, str) and name in _tasks.names(), f"one of {_tasks.names()}")
+    names = reg.task_names()
+    _check(name, "task.name", isinstance(name, str) and name in names, f"one of {names}")
     options = value["options"]
-    known = _tasks.options(name)
+    known = reg.task_options(name)
     _check(options, "task.options", isinstance(options, dict), f"a mapping of options of task {name!r}")
     for key, v in options.items():
         if key not in known:
@@ -498,13 +511,18 @@ def _task_spec(value) -> TaskSpec:
             _int(v, f"task.options.{key}", 1)
         elif isinstance(default, str) or default is None:
             _check(v, f"task.options.{key}", isinstance(v, str), "a string")
-    with nullcontext() if _ENABLE_X64 is None else _ENABLE_X64(True):
-        try:
-            _tasks.get(name, **options)
-        except (ValueError, TypeError, OSError) as err:
-            text = f"task.options = {_show(options)}: tasks.get({name!r}, ...) says: {err}"
-            raise _Invalid("task.options", options, text=text) from None
-    return TaskSpec(name, _plain(options, frozen=True))
+    spec = TaskSpec(name, _plain(options, frozen=True))
+    _task_steps(spec)
+    return spec
+
+
+def _task_steps(spec: TaskSpec) -> int:
+    """The task's number of steps (building it: a bad option is a one-line error)."""
+    try:
+        return _REGISTRIES.get().check_task(spec.name, dict(spec.options))
+    except (ValueError, TypeError, OSError) as err:
+        text = f"task.options = {_show(spec.options)}: tasks.get({spec.name!r}, ...) says: {err}"
+        raise _Invalid("task.options", spec.options, text=text) from None
 
 
 def _train(t: dict) -> Train:
@@ -524,7 +542,8 @@ def _train(t: dict) -> Train:
             ckpt % every == 0,
             f"null or a multiple of train.eval_every ({every})",
         )
-    name = _choice(t["optimizer"], p + "optimizer", _training.OPTIMIZERS)
+    reg = _REGISTRIES.get()
+    name = _choice(t["optimizer"], p + "optimizer", reg.optimizers)
     opt_options = t["optimizer_options"]
     _check(
         opt_options, p + "optimizer_options", isinstance(opt_options, dict), "a mapping of optax arguments"
@@ -533,17 +552,17 @@ def _train(t: dict) -> Train:
         k: _float(v, f"{p}optimizer_options.{k}") if isinstance(v, str) else v for k, v in opt_options.items()
     }
     try:
-        _training.check_optimizer(name, opt_options)
+        reg.check_optimizer(name, opt_options)
     except ValueError as err:
         raise _Invalid(p + "optimizer_options", opt_options, text=f"{p}optimizer_options: {err}") from None
     schedule, sched_options = t["schedule"], t["schedule_options"]
     if schedule is not None:
-        _choice(schedule, p + "schedule", list(_training.SCHEDULES))
+        _choice(schedule, p + "schedule", list(reg.schedules))
     _check(
         sched_options, p + "schedule_options", isinstance(sched_options, dict), "a mapping of optax arguments"
     )
     try:
-        _training.check_schedule(schedule, sched_options)
+        reg.check_schedule(schedule, sched_options)
     except ValueError as err:
         raise _Invalid(p + "schedule_options", sched_options, text=f"{p}schedule_options: {err}") from None
     fraction = _float(t["solved_fraction"], p + "solved_fraction", 0.0)
@@ -565,10 +584,6 @@ def _train(t: dict) -> Train:
         readout=_choice(t["readout"], p + "readout", READOUTS),
         checkpoint_every=ckpt,
     )
-    try:
-        train.settings()
-    except (ValueError, TypeError) as err:
-        raise _Invalid("train", t, text=f"train: {err}") from None
     return train
 
 
@@ -596,7 +611,7 @@ def _grid(raw: dict, grid: dict, source: str) -> _FrozenDict:
 
 def _fill_label(label: str, cell: str, options: dict, swept, path: str, source: str) -> str:
     """``label`` with its ``{option}`` placeholders filled from the cell's resolved options."""
-    known = {**_cells.options(cell), **options}
+    known = {**_REGISTRIES.get().cell_options(cell), **options}
     where = f"{source}: {path}.label {label!r}"
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(label) if name is not None]
@@ -618,8 +633,9 @@ def _cell_specs(value, grid: dict, source: str) -> tuple[CellSpec, ...]:
         path = f"cells.{i}"
         _check(entry, path, isinstance(entry, dict), f"a mapping with keys {list(_CELL_KEYS)}")
         cell = entry.get("cell", _MISSING)
-        ok = isinstance(cell, str) and cell in _cells.names()
-        _check(cell, f"{path}.cell", ok, f"a cell name, one of {_cells.names()}")
+        names = _REGISTRIES.get().cell_names()
+        ok = isinstance(cell, str) and cell in names
+        _check(cell, f"{path}.cell", ok, f"a cell name, one of {names}")
         label = cell if entry["label"] is None else entry["label"]
         _check(label, f"{path}.label", _text(label), "a non-empty string")
         options = _cell_options(cell, entry["options"], f"{path}.options")
@@ -628,21 +644,18 @@ def _cell_specs(value, grid: dict, source: str) -> tuple[CellSpec, ...]:
         unique = f"a unique label (cells.{labels.get(label)} has it)"
         _check(label, f"{path}.label", label not in labels, unique)
         labels[label] = i
-        with (
-            nullcontext() if _ENABLE_X64 is None else _ENABLE_X64(True)
-        ):  # float64 cells: the runner enables x64
-            try:
-                _cells.get(cell, **options)
-            except (ValueError, TypeError) as err:
-                text = f"{path}.options = {_show(options)}: cells.get({cell!r}, ...) says: {err}"
-                raise _Invalid(f"{path}.options", options, text=text) from None
+        try:
+            _REGISTRIES.get().check_cell(cell, options)
+        except (ValueError, TypeError) as err:
+            text = f"{path}.options = {_show(options)}: cells.get({cell!r}, ...) says: {err}"
+            raise _Invalid(f"{path}.options", options, text=text) from None
         specs.append(CellSpec(label, cell, _plain(options, frozen=True)))
     return tuple(specs)
 
 
 def _cell_options(cell: str, value, path: str) -> dict:
     """Type-check each option against its default in ``cells.options(cell)`` (ints become floats)."""
-    known = _cells.options(cell)
+    known = _REGISTRIES.get().cell_options(cell)
     _check(value, path, isinstance(value, dict), f"a mapping of options of cell {cell!r}: {list(known)}")
     options = {}
     for key, v in value.items():

@@ -20,23 +20,19 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from gradflow import cells, compile_cache, figures, theory
+from gradflow import cells, figures, theory, train_experiment
 from gradflow import config as cfgmod
-from gradflow.engine import sweep
+from gradflow.engine import compile_cache, sweep
 from gradflow.measure.fit import finite_ends
 from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, provenance, write_npz
+from gradflow.runs.configs import REGISTRIES as REGISTRIES
+from gradflow.runs.configs import build_cell as build_cell
+from gradflow.runs.configs import load_config as load_config
+from gradflow.runs.layout import FIGURE_STEMS as FIGURE_STEMS
+from gradflow.runs.layout import RESULT_FILES as RESULT_FILES
+from gradflow.runs.layout import load_parts, result_files
 
 __all__ = ["PARTS", "RunDirError", "atomic_write", "json_number", "plan", "run_config", "run_experiment"]
-
-
-def load_parts(out: Path, groups: list[dict]) -> tuple[list, list[dict]]:
-    """The finished groups' ``DIR/.parts/<i>.npz`` as dicts, and all runs in group order."""
-    runs, parts = [], []
-    for g_idx, group in enumerate(groups):
-        with np.load(out / PARTS / f"{g_idx}.npz") as data:
-            parts.append({k: data[k] for k in data.files})
-        runs.extend(group["runs"])
-    return runs, parts
 
 
 def plan(cfg: cfgmod.Config) -> list[dict]:
@@ -48,7 +44,7 @@ def plan(cfg: cfgmod.Config) -> list[dict]:
     """
     groups: dict = {}
     run_id = 0
-    for point, pcfg in cfgmod.sweep_points(cfg):
+    for point, pcfg in cfgmod.sweep_points(cfg, registries=REGISTRIES):
         for spec in pcfg.cells:
             steps, axis = _steps(spec, pcfg.inputs)
             key = (spec.label, spec.cell, pcfg.inputs, pcfg.loss, pcfg.fit.window)
@@ -82,7 +78,7 @@ def plan(cfg: cfgmod.Config) -> list[dict]:
 
 def _steps(spec: cfgmod.CellSpec, inputs: cfgmod.Inputs) -> tuple[int, str]:
     """``(T, axis)``: a stack's depth (its params' leading axis) or the sequence length."""
-    cell = spec.build()
+    cell = build_cell(spec)
     if not cell.params_per_step:
         return inputs.steps, "time"
     shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), None))
@@ -142,8 +138,6 @@ def run_experiment(
     """
     with _CompileClock() as clock:
         if cfg.task is not None:
-            from gradflow import train_experiment
-
             groups = train_experiment.plan(cfg)  # every sweep point is validated before the directory
             state = open_run(Path(out), cfgmod.dump_config(cfg), force=force, protect=[source])
             return train_experiment.run_training(
@@ -174,22 +168,12 @@ def run_config(
         summary = run_config("configs/compare_cells.yaml", "/tmp/cc", quick=True)
         summary["settings"][0]["median_rate"]   # ln per step, tanh RNN
     """
-    cfg = cfgmod.load_config(path, overrides, quick=quick)
+    cfg = load_config(path, overrides, quick=quick)
     compile_cache.enable_once()
     try:
         return run_experiment(cfg, Path(out or cfg.output.dir), force=force, progress=progress, source=path)
     finally:
         compile_cache.warn_if_never_hits()
-
-
-RESULT_FILES = ("config.yaml", "results.npz", "results.csv", "summary.json")
-FIGURE_STEMS = (*figures.NAMES, "learning", "flow_heatmap", "flow_rate", "gates")
-
-
-def result_files(cfg) -> list[str]:
-    """Every file a finished run directory of ``cfg`` may hold (listed in its manifest before
-    they are written, so that an interrupted write is still known as gradflow's)."""
-    return [*RESULT_FILES, *(f"{s}.{fmt}" for s in FIGURE_STEMS for fmt in cfg.output.formats)]
 
 
 def _run(cfg, out, force, progress, clock, source) -> dict:

@@ -32,12 +32,15 @@ from typing import NamedTuple
 import numpy as np
 from flax import serialization
 
-from gradflow import cells, figures, training
+from gradflow import cells, figures
 from gradflow import config as cfgmod
+from gradflow.engine import training
 from gradflow.engine.sweep import DYNAMIC_OPTIONS
-from gradflow.experiment import RESULT_FILES, load_parts, result_files
+from gradflow.learn import tasks
 from gradflow.measure.fit import finite_ends
 from gradflow.rundir import PARTS, atomic_write, json_number, provenance, setting_key, write_npz
+from gradflow.runs.configs import REGISTRIES, load_config
+from gradflow.runs.layout import RESULT_FILES, load_parts, result_files
 
 LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
 
@@ -67,7 +70,7 @@ def plan(cfg: cfgmod.Config) -> list[dict]:
     """
     groups: dict = {}
     run_id = 0
-    for point, pcfg in cfgmod.sweep_points(cfg):
+    for point, pcfg in cfgmod.sweep_points(cfg, registries=REGISTRIES):
         shared_train = replace(pcfg.train, learning_rate=1.0, clip=None)
         for spec in pcfg.cells:
             options = dict(spec.options)
@@ -154,7 +157,7 @@ def _train_groups(groups, out, progress, step_progress, should_stop):
             if progress:
                 progress(g_idx, len(groups), group["label"], skipped=True)
             continue
-        task = group["task"].build()
+        task = tasks.get(group["task"].name, **group["task"].options)
         train = group["train"]
 
         def steps_done(step, steps, _label=group["label"], _g=g_idx):
@@ -164,7 +167,7 @@ def _train_groups(groups, out, progress, step_progress, should_stop):
         res = training.train_runs(
             _make_model(group, task),
             task,
-            train.settings(),
+            train,
             [{**r, "options": {k: r["options"][k] for k in group["dynamic"]}} for r in group["runs"]],
             option_names=group["dynamic"],
             checkpoint=out / PARTS / f"{g_idx}.ckpt",
@@ -337,10 +340,10 @@ def load_trained(run_dir) -> list[Trained]:
 
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    groups = plan(cfgmod.load_config(run_dir / "config.yaml"))
+    groups = plan(load_config(run_dir / "config.yaml"))
     out = []
     for g_idx, group in enumerate(groups):
-        task = group["task"].build()
+        task = tasks.get(group["task"].name, **group["task"].options)
         make = _make_model(group, task)
         R = len(group["runs"])  # runs of a group share shapes: restore the group's file once
         probe = make({k: group["runs"][0]["options"][k] for k in group["dynamic"]})

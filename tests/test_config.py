@@ -17,9 +17,9 @@ from gradflow.config import (
     Sweep,
     config_to_dict,
     dump_config,
-    load_config,
     sweep_points,
 )
+from gradflow.experiment import REGISTRIES, build_cell, load_config
 from gradflow.seam import Cell
 
 MINIMAL = """\
@@ -70,7 +70,7 @@ def test_minimal_config_gets_typed_defaults(tmp_path):
     assert cfg.sweep == Sweep(grid={}, seeds=(0,))
     assert cfg.output == Output(dir="runs/compare", formats=("png", "svg"))
     assert cfg.quick == {}
-    assert isinstance(cfg.cells[1].build(), Cell)
+    assert isinstance(build_cell(cfg.cells[1]), Cell)
 
 
 def test_full_config_types(tmp_path):
@@ -87,7 +87,7 @@ def test_full_config_types(tmp_path):
     assert cfg.output == Output(dir="out/full", formats=("pdf",))
     assert cfg.quick["sweep.grid.inputs.steps"] == (3,)
     for spec in cfg.cells:
-        assert isinstance(spec.build(), Cell)
+        assert isinstance(build_cell(spec), Cell)
 
 
 def test_configs_are_immutable_hashable_and_picklable(tmp_path):
@@ -158,7 +158,7 @@ def test_quick_overrides(tmp_path):
 def test_sweep_points_expand_the_grid_in_order(tmp_path):
     path = write(tmp_path, FULL)
     cfg = load_config(path)
-    points = sweep_points(cfg)
+    points = sweep_points(cfg, registries=REGISTRIES)
     assert len(points) == 6
     assert [p for p, _ in points] == [
         {"cells.0.options.weight_scale": w, "inputs.steps": t} for w in (0.5, 1.0, 2.0) for t in (10, 20)
@@ -169,14 +169,16 @@ def test_sweep_points_expand_the_grid_in_order(tmp_path):
         assert point_cfg.sweep == Sweep(grid={}, seeds=(0, 3))  # one run per seed; seeds not expanded
         sets = [f"{k}={v}" for k, v in point.items()] + ["sweep.grid={}"]
         assert point_cfg == load_config(path, sets)
-    assert sweep_points(load_config(write(tmp_path, MINIMAL))) == [({}, load_config(tmp_path / "exp.yaml"))]
+    assert sweep_points(load_config(write(tmp_path, MINIMAL)), registries=REGISTRIES) == [
+        ({}, load_config(tmp_path / "exp.yaml"))
+    ]
 
 
 def test_sweep_points_reject_a_bad_combination(tmp_path):
     text = MINIMAL + "sweep: {grid: {cells.1.cell: [lstm, gru], cells.1.options.forget_bias: [2]}}\n"
     cfg = load_config(write(tmp_path, text))
     with pytest.raises(ConfigError, match=r"sweep point .*forget_bias"):
-        sweep_points(cfg)  # each value is valid alone; gru has no forget_bias
+        sweep_points(cfg, registries=REGISTRIES)  # each value is valid alone; gru has no forget_bias
 
 
 def test_unreadable_files(tmp_path):

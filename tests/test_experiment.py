@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from gradflow import config as cfgmod
 from gradflow import experiment
 from gradflow.cli import main
 
@@ -103,7 +102,7 @@ def test_bad_config_leaves_no_run_directory(tmp_path):
 
 def test_interrupted_sweep_resumes_to_the_same_results(tmp_path):
     text = SWEEP.replace("cells:\n", "cells:\n  - {label: GRU, cell: gru, options: {hidden_size: 8}}\n")
-    cfg = cfgmod.load_config(_config(tmp_path, text))
+    cfg = experiment.load_config(_config(tmp_path, text))
     full = tmp_path / "full"
     experiment.run_experiment(cfg, full)
 
@@ -125,7 +124,7 @@ def test_interrupted_sweep_resumes_to_the_same_results(tmp_path):
 
 
 def test_same_config_and_seed_give_identical_results(tmp_path):
-    cfg = cfgmod.load_config(_config(tmp_path))
+    cfg = experiment.load_config(_config(tmp_path))
     experiment.run_experiment(cfg, tmp_path / "a")
     experiment.run_experiment(cfg, tmp_path / "b")
     with np.load(tmp_path / "a/results.npz") as a, np.load(tmp_path / "b/results.npz") as b:

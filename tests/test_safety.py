@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from conftest import write_config
 
-from gradflow import config as cfgmod
 from gradflow import experiment, rundir
 
 TINY = """name: tiny
@@ -195,7 +194,7 @@ def test_a_finished_run_is_replaced_with_force_and_the_new_run_is_complete(scrat
     assert user_files(scratch) == before
     summary = json.loads((run / "summary.json").read_text())
     assert [r["seed"] for r in summary["runs"]] == [3, 4]
-    assert list(cfgmod.load_config(run / "config.yaml").sweep.seeds) == [3, 4]
+    assert list(experiment.load_config(run / "config.yaml").sweep.seeds) == [3, 4]
     listed = json.loads((run / rundir.MANIFEST).read_text())["entries"]
     on_disk = sorted(p.name for p in run.iterdir() if p.name != rundir.MANIFEST)
     assert sorted(listed) == on_disk and "paths.png" not in on_disk  # the stale figure is gone
@@ -211,7 +210,7 @@ def test_a_replaced_run_keeps_its_old_results_until_the_new_run_finishes(scratch
         "  - {label: lstm, cell: lstm, options: {hidden_size: 4}}"
     )
     text = TINY.replace("  - {label: tanh, cell: rnn, options: {hidden_size: 4}}", two_cells)
-    cfg = cfgmod.load_config(write_config(scratch, text, "new.yaml"))
+    cfg = experiment.load_config(write_config(scratch, text, "new.yaml"))
 
     def stop_after_first(i, n, label, skipped):
         raise KeyboardInterrupt

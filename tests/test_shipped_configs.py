@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from conftest import load_run, runs_by_label
 
-from gradflow import config as cfgmod
-from gradflow import theory
+from gradflow import experiment, theory
 from gradflow.cli import _header
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -52,7 +51,7 @@ def test_the_required_configs_are_shipped_with_a_header():
         assert info.get("command") == f"gradflow run configs/{path.name}", path.name
         assert "s on a 2-core laptop CPU" in info.get("runtime", ""), path.name
         assert len(info.get("figure", "")) > 40, path.name
-        cfg = cfgmod.load_config(path)
+        cfg = experiment.load_config(path)
         assert cfg.name == path.stem and cfg.quick, path.name  # every config has a quick switch
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import gradflow
 from gradflow import cells, tasks, training
-from gradflow.training import Model, Settings, train, train_runs
+from gradflow.engine.training import Model, Settings, train, train_runs
 
 
 def _nan_equal(a, b):
@@ -140,14 +140,28 @@ def test_schedule_multiplies_the_learning_rate():
 
 
 def test_bad_settings_name_the_problem():
+    """``gradflow.train``/``train_runs`` check the one settings type (a config's ``train`` section)."""
+    cases = [
+        (Settings(optimizer="adamm"), "unknown optimizer 'adamm'"),
+        (
+            Settings(optimizer="sgd", optimizer_options={"momentun": 0.9}),
+            "unknown option 'momentun' for optimizer 'sgd'",
+        ),
+        (Settings(steps=150, eval_every=100), "multiple of eval_every"),
+        (Settings(schedule="cosine_decay"), "schedule 'cosine_decay' needs decay_steps"),
+    ]
+    for settings, message in cases:
+        with pytest.raises(ValueError, match=message):
+            training.check_settings(settings)
+    task = tasks.get("adding", steps=5)
+    model = Model(cells.get("rnn", hidden_size=4), 1, readout="last")
     with pytest.raises(ValueError, match="unknown optimizer 'adamm'"):
-        Settings(optimizer="adamm")
-    with pytest.raises(ValueError, match="unknown option 'momentun' for optimizer 'sgd'"):
-        Settings(optimizer="sgd", optimizer_options={"momentun": 0.9})
-    with pytest.raises(ValueError, match="multiple of eval_every"):
-        Settings(steps=150, eval_every=100)
-    with pytest.raises(ValueError, match="schedule 'cosine_decay' needs decay_steps"):
-        Settings(schedule="cosine_decay")
+        train_runs(
+            lambda _: model,
+            task,
+            Settings(optimizer="adamm"),
+            [{"seed": 0, "learning_rate": 0.1, "clip": None}],
+        )
 
 
 # ------------------------------------------------------------------ a shared small training problem

@@ -9,7 +9,7 @@ import pytest
 from conftest import write_config
 
 from gradflow import config as cfgmod
-from gradflow import figures, plots, words
+from gradflow import experiment, figures, plots, words
 from gradflow.cli import _half_life
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_header_lines_round_trip_through_a_config(tmp_path):
     stated = words.read_header(once)
     assert stated["full"] == stated["--quick"] == words.measured_sentence(summary)
     assert stated["figure"] == words.read_header(text)["figure"]  # the prose is kept as it was
-    assert cfgmod.load_config(write_config(tmp_path, once)).name == "compare_cells"  # still a config
+    assert experiment.load_config(write_config(tmp_path, once)).name == "compare_cells"  # still a config
 
 
 # ------------------------------------------------------------------------------- overlays
@@ -169,10 +169,12 @@ def test_a_theory_rate_of_zero_gets_a_legend_entry_and_no_line(config_run):
 # ------------------------------------------------------------------------------- labels
 def test_labels_are_filled_from_the_resolved_config():
     path = ROOT / "configs" / "compare_cells.yaml"
-    full = [c.label for c in cfgmod.load_config(path).cells]
-    quick = [c.label for c in cfgmod.load_config(path, quick=True).cells]
+    full = [c.label for c in experiment.load_config(path).cells]
+    quick = [c.label for c in experiment.load_config(path, quick=True).cells]
     assert full[-2:] == ["residual x100", "plain x100"] and quick[-2:] == ["residual x20", "plain x20"]
-    assert [c.label for c in cfgmod.load_config(path, ["cells.5.options.depth=7"]).cells][-1] == "plain x7"
+    assert [c.label for c in experiment.load_config(path, ["cells.5.options.depth=7"]).cells][
+        -1
+    ] == "plain x7"
 
 
 def test_quick_compare_cells_run_labels_say_x20(config_run):
@@ -193,18 +195,18 @@ inputs: {steps: 3}
 
 def test_label_placeholders_use_defaults_and_reject_unknown_names(tmp_path):
     ok = write_config(tmp_path, CELL.replace("LABEL", "rnn {activation} h{hidden_size}"))
-    assert cfgmod.load_config(ok).cells[0].label == "rnn tanh h4"
+    assert experiment.load_config(ok).cells[0].label == "rnn tanh h4"
     bad = write_config(tmp_path, CELL.replace("LABEL", "rnn x{depth}"), "bad.yaml")
     with pytest.raises(cfgmod.ConfigError) as err:
-        cfgmod.load_config(bad)
+        experiment.load_config(bad)
     text = str(err.value)
     assert text.startswith(f"{bad}: cells.0.label 'rnn x{{depth}}': unknown placeholder {{depth}}")
     assert "'hidden_size'" in text and "'weight_scale'" in text and "\n" not in text
     broken = write_config(tmp_path, CELL.replace("LABEL", "rnn {hidden_size"), "broken.yaml")
     with pytest.raises(cfgmod.ConfigError, match=r"broken.yaml: cells.0.label .*write \{option\}"):
-        cfgmod.load_config(broken)
+        experiment.load_config(broken)
     swept = (
         CELL.replace("LABEL", "rnn h{hidden_size}") + "sweep: {grid: {cells.0.options.hidden_size: [4, 8]}}\n"
     )
     with pytest.raises(cfgmod.ConfigError, match=r"placeholder \{hidden_size\} names a swept option"):
-        cfgmod.load_config(write_config(tmp_path, swept, "swept.yaml"))
+        experiment.load_config(write_config(tmp_path, swept, "swept.yaml"))

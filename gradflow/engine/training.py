@@ -1,4 +1,4 @@
-"""Training a cell + readout on a task with optax, recording the gradient flow while it learns.
+"""Training runs of a group in one compiled step, recording the gradient flow while they learn.
 
 One jit-compiled train step serves all runs of a group (seeds, and settings that share shapes:
 learning rate, clipping threshold and scalar init options such as ``forget_bias`` are per-run array
@@ -17,11 +17,9 @@ Example::
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,49 +27,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
 
-from gradflow.cells import bidirectional_xs, bidirectional_ys, dropout_inputs
+from gradflow.engine.sweep import carry_part_names, over_runs
 from gradflow.learn import depth as _depth
+from gradflow.learn.checkpoint import load_checkpoint, save_checkpoint
+from gradflow.learn.models import Model as Model
+from gradflow.learn.models import check_depth_model
+from gradflow.learn.optim import OPTIMIZERS as OPTIMIZERS
+from gradflow.learn.optim import SCHEDULES as SCHEDULES
+from gradflow.learn.optim import Settings as Settings
+from gradflow.learn.optim import check_settings as check_settings
+from gradflow.learn.optim import optimizer
+from gradflow.learn.tasks import Task
 from gradflow.measure.flow import gradient_flow
-from gradflow.seam import Cell, unroll
-from gradflow.tasks import Task
 
 PyTree = Any
 EVAL_KEY = 0x5EED  # the held-out set: one fixed key for every run, so runs are compared on the same data
-OPTIMIZERS = tuple(
-    n
-    for n in (
-        "adam",
-        "adamw",
-        "sgd",
-        "rmsprop",
-        "adagrad",
-        "adadelta",
-        "adamax",
-        "amsgrad",
-        "nadam",
-        "radam",
-        "adabelief",
-        "lamb",
-        "lion",
-        "yogi",
-        "novograd",
-        "sign_sgd",
-    )
-    if hasattr(optax, n)
-)
-SCHEDULES = {  # name -> optax factory; values (init/peak/end) are multipliers of the learning rate
-    "constant": None,
-    "cosine_decay": optax.cosine_decay_schedule,
-    "warmup_cosine_decay": optax.warmup_cosine_decay_schedule,
-    "exponential_decay": optax.exponential_decay,
-    "linear": optax.linear_schedule,
-    "polynomial": optax.polynomial_schedule,
-    "piecewise_constant": optax.piecewise_constant_schedule,
-    "warmup_exponential_decay": optax.warmup_exponential_decay_schedule,
-}
-_SCHEDULE_DEFAULTS = {"init_value": 1.0, "peak_value": 1.0}
 SPIKE_FACTOR = 2.0  # a training loss above SPIKE_FACTOR x baseline counts as a spike
 
 
@@ -83,191 +54,6 @@ def loss_spikes(train_loss: np.ndarray, baseline: float) -> int:
     if below.size == 0:
         return 0
     return int(np.sum(loss[below[0] :] > SPIKE_FACTOR * baseline))
-
-
-# ------------------------------------------------------------------------------------------------ model
-class Model(NamedTuple):
-    """A cell and a linear readout: ``outputs [T, B, O] = y_t W + b``; or a depth stack.
-
-    * ``cell``: any ``Cell``. A depth stack (``residual``, ``plain``: ``params_per_step``) makes a
-      feed-forward model for tasks with ``T = 1`` (e.g. ``tasks.get("teacher")``): the input
-      projected into the width, the stack over its layers, the readout of the top layer
-      (``gradflow.learn.depth``); the recorded flow is then per layer, ``||dL/dx_l||``, l = 0..L.
-    * ``output_size``: ``O`` (regression outputs, or classes as logits).
-    * ``readout``: ``'every'`` (a prediction at every step) or ``'last'`` (only ``t = T-1``; the other
-      steps output 0, so use it with tasks scored at the last step only).
-    * ``bidirectional``: the cell is ``cells.bidirectional(...)``: inputs are paired with their time
-      reversal and both directions' outputs are aligned in time before the readout.
-    * ``dropout``: the cell is ``cells.stacked(..., dropout=p)``: training steps pair the inputs with
-      per-step dropout keys (``cells.dropout_inputs``); evaluation runs without dropout.
-
-    * ``projection`` (depth stacks): ``'fixed'`` (``N(0, 1/I)`` from key 0, not trained) or
-      ``'learned'`` (``params['projection']['w']: [I, D]``, same init from the run's key).
-
-    Params: ``{'cell': ..., 'readout': {'w': [Y, O], 'b': [O]}}`` (``Y``: the width of ``y``).
-
-    Example::
-
-        model = Model(cells.get("gru", hidden_size=64), output_size=1, readout="last")
-        params = model.init(jax.random.key(0), input_size=2)
-        outputs = model.apply(params, xs)                   # xs: [T, B, 2] -> [T, B, 1]
-    """
-
-    cell: Cell
-    output_size: int
-    readout: str = "every"
-    bidirectional: bool = False
-    dropout: bool = False
-    projection: str = "fixed"
-
-    def init(self, key: jax.Array, input_size: int) -> dict:
-        """Params of the cell (``cell.init``) and of the readout (``N(0, 1/Y)`` weights, zero bias)."""
-        k_cell, k_out = jax.random.split(key)
-        if self.cell.params_per_step:
-            _depth.check_projection(self.projection)
-            width = _depth.stack_width(self.cell)
-            cell_params = self.cell.init(k_cell, width)
-            dtype = jax.tree_util.tree_leaves(cell_params)[0].dtype
-            w = jax.random.normal(k_out, (width, self.output_size), dtype) / math.sqrt(width)
-            params = {"cell": cell_params, "readout": {"w": w, "b": jnp.zeros((self.output_size,), dtype)}}
-            if self.projection == "learned":
-                k_proj = jax.random.fold_in(key, 2)
-                params["projection"] = {"w": _depth.projection_weights(k_proj, input_size, width, dtype)}
-            return params
-        cell_params = self.cell.init(k_cell, input_size)
-        carry = jax.eval_shape(lambda: self.cell.initial_carry(1))
-        dtype = jax.tree_util.tree_leaves(carry)[0].dtype
-        x = jax.ShapeDtypeStruct((1, input_size), dtype)
-        x = (x, x) if self.bidirectional else x
-        _, y = jax.eval_shape(self.cell.step, cell_params, carry, x)
-        width = sum(leaf.shape[-1] for leaf in jax.tree_util.tree_leaves(y))
-        w = jax.random.normal(k_out, (width, self.output_size), dtype) / math.sqrt(width)
-        return {"cell": cell_params, "readout": {"w": w, "b": jnp.zeros((self.output_size,), dtype)}}
-
-    def inputs(self, xs: jax.Array, key: jax.Array | None = None):
-        """What the scan reads: ``xs [T, B, I]``, paired with its reversal when bidirectional, with
-        per-step dropout keys when ``dropout`` and a ``key`` is given (training)."""
-        if self.dropout and key is not None:
-            xs = dropout_inputs(xs, key)
-        return bidirectional_xs(xs) if self.bidirectional else xs
-
-    def outputs(self, readout: dict, ys) -> jax.Array:
-        """``ys`` from the scan -> ``[T, B, O]``."""
-        y = bidirectional_ys(ys) if self.bidirectional else ys
-        if self.readout == "last":
-            last = y[-1] @ readout["w"] + readout["b"]
-            return jnp.zeros((y.shape[0], *last.shape), last.dtype).at[-1].set(last)
-        return y @ readout["w"] + readout["b"]
-
-    def project(self, params: dict, xs: jax.Array) -> jax.Array:
-        """Depth stacks: the input projected into the width, ``[..., I] -> [..., D]``."""
-        if "projection" in params:
-            return xs @ params["projection"]["w"]
-        width = _depth.stack_width(self.cell)
-        return xs @ _depth.projection_weights(None, xs.shape[-1], width, xs.dtype)
-
-    def apply(self, params: dict, xs: jax.Array) -> jax.Array:
-        """Run the model on ``xs [T, B, I]`` from the zero carry; returns ``[T, B, O]`` (depth stacks:
-        each step's inputs through the whole stack, independently)."""
-        if self.cell.params_per_step:
-            top = jax.vmap(lambda x: unroll(self.cell, params["cell"], x, None)[0])(self.project(params, xs))
-            return top @ params["readout"]["w"] + params["readout"]["b"]
-        carry0 = self.cell.initial_carry(xs.shape[1])
-        _, ys = jax.lax.scan(lambda c, x: self.cell.step(params["cell"], c, x), carry0, self.inputs(xs))
-        return self.outputs(params["readout"], ys)
-
-
-# --------------------------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class Settings:
-    """What every run of a group shares (static: one compiled step).
-
-    ``steps`` (a multiple of ``eval_every``), ``batch``, ``optimizer`` (an optax name, see
-    ``OPTIMIZERS``) with ``optimizer_options`` (its other arguments), ``schedule`` (a name in
-    ``SCHEDULES`` or None) with ``schedule_options`` (optax's arguments; values are multipliers of the
-    learning rate), ``eval_every`` (K: evaluate and record the gradient flow every K steps),
-    ``eval_batch`` (held-out examples), ``solved_fraction`` (solved: held-out loss <= this x baseline),
-    ``early_stop`` (a run stops updating once solved).
-    """
-
-    steps: int = 1000
-    batch: int = 32
-    optimizer: str = "adam"
-    optimizer_options: Mapping[str, Any] = field(default_factory=dict)
-    schedule: str | None = None
-    schedule_options: Mapping[str, Any] = field(default_factory=dict)
-    eval_every: int = 100
-    eval_batch: int = 512
-    solved_fraction: float = 0.1
-    early_stop: bool = True
-
-    def __post_init__(self):
-        for name in ("steps", "batch", "eval_every", "eval_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.steps % self.eval_every:
-            raise ValueError(f"steps ({self.steps}) must be a multiple of eval_every ({self.eval_every})")
-        check_optimizer(self.optimizer, self.optimizer_options)
-        check_schedule(self.schedule, self.schedule_options)
-        if not 0.0 < self.solved_fraction <= 1.0:
-            raise ValueError(f"solved_fraction must be in (0, 1], got {self.solved_fraction!r}")
-
-
-def check_optimizer(name: str, options: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the unknown optimizer or option (and the choices)."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZERS)}")
-    known = [p for p in inspect.signature(getattr(optax, name)).parameters if p != "learning_rate"]
-    for key in options:
-        if key not in known:
-            raise ValueError(f"unknown option {key!r} for optimizer {name!r}; options: {known}")
-
-
-def check_schedule(name: str | None, options: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the unknown schedule, option or missing argument."""
-    if name is None:
-        if options:
-            raise ValueError(f"schedule options {dict(options)} given without a schedule name")
-        return
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose from {list(SCHEDULES)}")
-    if SCHEDULES[name] is None:
-        if options:
-            raise ValueError(f"schedule 'constant' takes no options, got {dict(options)}")
-        return
-    params = inspect.signature(SCHEDULES[name]).parameters
-    for key in options:
-        if key not in params:
-            raise ValueError(f"unknown option {key!r} for schedule {name!r}; options: {list(params)}")
-    for key, p in params.items():
-        if p.default is inspect.Parameter.empty and key not in options and key not in _SCHEDULE_DEFAULTS:
-            raise ValueError(f"schedule {name!r} needs {key}=<value>")
-
-
-def _multiplier(name: str | None, options: Mapping[str, Any]):
-    if name is None or SCHEDULES[name] is None:
-        return None
-    fn = SCHEDULES[name]
-    params = inspect.signature(fn).parameters
-    kwargs = {k: v for k, v in _SCHEDULE_DEFAULTS.items() if k in params}
-    kwargs.update(options)
-    if name == "piecewise_constant" and "boundaries_and_scales" in kwargs:
-        kwargs["boundaries_and_scales"] = {
-            int(k): float(v) for k, v in kwargs["boundaries_and_scales"].items()
-        }
-    return fn(**kwargs)
-
-
-def optimizer(settings: Settings, learning_rate, clip) -> optax.GradientTransformation:
-    """``clip_by_global_norm(clip)`` (``inf``: off) then the named optimizer at ``learning_rate`` x schedule.
-
-    ``learning_rate`` and ``clip`` may be traced scalars (one per run under ``vmap``).
-    """
-    mult = _multiplier(settings.schedule, settings.schedule_options)
-    rate = learning_rate if mult is None else (lambda count: learning_rate * mult(count))
-    opt = getattr(optax, settings.optimizer)(learning_rate=rate, **settings.optimizer_options)
-    return optax.chain(optax.clip_by_global_norm(clip), opt)
 
 
 # ------------------------------------------------------------------------------------------------ state
@@ -355,10 +141,6 @@ class _Group:
     def __init__(self, make_model, option_names, task: Task, settings: Settings):
         self.make_model, self.names, self.task, self.s = make_model, tuple(option_names), task, settings
         self.eval_batch = task.sample(jax.random.key(EVAL_KEY), settings.eval_batch)
-        from gradflow.engine.sweep import (
-            over_runs,  # sweep -> config -> training: imported here, not at the top
-        )
-
         self.init = jax.jit(over_runs(lambda h: self._init(*h)))
         self.chunk = jax.jit(lambda st, h, start: over_runs(lambda a, b: self._chunk(a, b, start))(st, h))
         self.evaluate = jax.jit(lambda st, h, step: over_runs(lambda a, b: self._evaluate(a, b, step))(st, h))
@@ -486,21 +268,7 @@ class _Group:
         return state._replace(active=active, solved_step=solved_step), (loss, acc, gates)
 
 
-def _check_depth_model(model: Model, task: Task) -> None:
-    """One-line errors for a depth stack on a task it cannot read."""
-    _depth.check_projection(model.projection)
-    if task.steps != 1:
-        raise ValueError(
-            f"train: a depth stack reads one input per example; task {task.name!r} has steps={task.steps}, "
-            "expected a feed-forward task with steps=1 (e.g. tasks.get('teacher'))"
-        )
-    if model.bidirectional or model.dropout:
-        raise ValueError("train: bidirectional/dropout apply to recurrent cells, not to a depth stack")
-
-
 def _carry_parts(model: Model) -> list[str]:
-    from gradflow.engine.sweep import carry_part_names
-
     carry = jax.eval_shape(lambda: model.cell.initial_carry(1))
     paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(carry)]
     if len(paths) == 2 and model.cell.gates is not None and [p[0].idx for p in paths] == [0, 1]:
@@ -539,6 +307,7 @@ def train_runs(
       ``TrainResult``.
     """
     s = settings
+    check_settings(s)
     if not runs:
         raise ValueError("train_runs: no runs given")
     names = tuple(option_names)
@@ -553,7 +322,7 @@ def train_runs(
     group = _Group(make_model, names, task, s)
     probe = group.model(np.zeros(len(names), np.float32))
     if probe.cell.params_per_step:
-        _check_depth_model(probe, task)
+        check_depth_model(probe, task)
     parts = _carry_parts(probe)
     K, R, E = s.eval_every, len(runs), s.steps // s.eval_every + 1
     every = K if checkpoint_every is None else int(checkpoint_every)
@@ -585,7 +354,7 @@ def train_runs(
     start = 0
     path = None if checkpoint is None else Path(checkpoint)
     if path is not None and path.exists():
-        start, state, hist = _load_checkpoint(path, state, hist)
+        start, state, hist = load_checkpoint(path, state, hist)
 
     step = start
     while True:
@@ -616,7 +385,7 @@ def train_runs(
             progress(step, s.steps)
         stop = should_stop is not None and should_stop()
         if path is not None and (step % every == 0 or stop) and step < s.steps:
-            _save_checkpoint(path, step, state, hist)
+            save_checkpoint(path, step, state, hist)
         if stop:
             raise KeyboardInterrupt(f"stopped at step {step}")
 
@@ -655,25 +424,6 @@ def _carry_forward(values: np.ndarray, last: int) -> np.ndarray:
     out = values.copy()
     out[:, last + 1 :] = out[:, last : last + 1]
     return out
-
-
-def _save_checkpoint(path: Path, step: int, state: TrainState, hist: dict) -> None:
-    payload = {
-        "step": step,
-        "state": serialization.to_state_dict(jax.device_get(state)),
-        "hist": {k.replace("/", "|"): v for k, v in hist.items()},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(serialization.msgpack_serialize(payload))
-    tmp.replace(path)
-
-
-def _load_checkpoint(path: Path, state: TrainState, hist: dict):
-    payload = serialization.msgpack_restore(path.read_bytes())
-    state = serialization.from_state_dict(jax.device_get(state), payload["state"])
-    loaded = {k.replace("|", "/"): np.array(v) for k, v in payload["hist"].items()}  # writable copies
-    return int(payload["step"]), jax.device_put(state), {**hist, **loaded}
 
 
 # -------------------------------------------------------------------------------------------- the API
