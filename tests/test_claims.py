@@ -3,6 +3,7 @@ that equal the run directories they came from; tightening a criterion flips a ve
 
 import json
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -67,6 +68,21 @@ def test_quick_verdicts(report):
     _, payload = report
     got = {k: v["verdict"] for k, v in by_id(payload).items() if k in QUICK_VERDICTS}
     assert got == QUICK_VERDICTS
+
+
+def test_readme_names_the_claims_whose_quick_verdict_differs_from_the_full_run(report):
+    """The README's sentence on ``--quick`` names exactly the claims whose quick verdict differs from
+    the stored full run (C9 aside: it times the device), each with the quick verdict it states."""
+    _, payload = report
+    quick = {k: v["verdict"] for k, v in by_id(payload).items()}
+    full = {
+        e["id"]: e["verdict"] for e in json.loads((ROOT / "experiments" / "claims_full.json").read_text())
+    }
+    differ = {k: quick[k] for k in quick if quick[k] != full[k] and k != "C9"}
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index("Where `--quick` cannot show the full verdict:") :].split("\n\n")[0]
+    stated = dict(re.findall(r'(C\d+) \([^)]*"([a-z ]+)"\)', paragraph))
+    assert stated == differ
 
 
 def test_verdicts_recomputed_from_claims_json_agree(report):
