@@ -30,7 +30,7 @@ from gradflow.runs.configs import build_cell as build_cell
 from gradflow.runs.configs import load_config as load_config
 from gradflow.runs.layout import FIGURE_STEMS as FIGURE_STEMS
 from gradflow.runs.layout import RESULT_FILES as RESULT_FILES
-from gradflow.runs.layout import load_parts, result_files
+from gradflow.runs.layout import load_parts, result_files, unfinished
 
 __all__ = ["PARTS", "RunDirError", "atomic_write", "json_number", "plan", "run_config", "run_experiment"]
 
@@ -182,12 +182,8 @@ def _run(cfg, out, force, progress, clock, source) -> dict:
     state = open_run(out, cfg_text, force=force, protect=[source])
     compiles, seconds0 = 0, clock.seconds
     try:
-        for g_idx, group in enumerate(groups):
+        for g_idx, group in unfinished(out, groups, progress):
             part = out / PARTS / f"{g_idx}.npz"
-            if part.exists():
-                if progress:
-                    progress(g_idx, len(groups), group["label"], skipped=True)
-                continue
             runs = group["runs"]
             res, n = sweep.measure_runs(
                 group["cell"],

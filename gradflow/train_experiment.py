@@ -40,7 +40,7 @@ from gradflow.learn import tasks
 from gradflow.measure.fit import finite_ends
 from gradflow.rundir import PARTS, atomic_write, json_number, provenance, setting_key, write_npz
 from gradflow.runs.configs import REGISTRIES, load_config
-from gradflow.runs.layout import RESULT_FILES, load_parts, result_files
+from gradflow.runs.layout import RESULT_FILES, load_parts, result_files, unfinished
 
 LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
 
@@ -151,12 +151,8 @@ def run_training(cfg, groups: list[dict], state, progress, step_progress, should
 
 def _train_groups(groups, out, progress, step_progress, should_stop):
     """Train each group not yet in ``out/.parts``; yield its index once its results are written."""
-    for g_idx, group in enumerate(groups):
+    for g_idx, group in unfinished(out, groups, progress):
         part = out / PARTS / f"{g_idx}.npz"
-        if part.exists():
-            if progress:
-                progress(g_idx, len(groups), group["label"], skipped=True)
-            continue
         task = tasks.get(group["task"].name, **group["task"].options)
         train = group["train"]
 
