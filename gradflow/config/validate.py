@@ -1,335 +1,47 @@
-"""Experiment configs: YAML read with ``yaml.safe_load`` into frozen dataclasses.
-
-All keys but ``name`` and ``cells`` have defaults; dotted overrides
-(``--set inputs.steps=50``) apply before validation; every problem raises a
-``ConfigError`` whose one-line message names the file (or the ``--set`` text),
-the key path, the value and what was expected. A cell ``label`` may hold
-``{option}`` placeholders, filled from that cell's options as resolved after
-``--quick`` and ``--set`` (defaults included), so a label never states a size
-the run did not use. Example config::
-
-    # command: gradflow run configs/compare_cells.yaml  (~10 s on a laptop CPU;
-    # the figure shows log10 ||dL/dh_t|| against t, one line per cell)
-    name: compare_cells
-    cells:
-      - {label: tanh RNN, cell: rnn, options: {hidden_size: 64}}
-      - {label: "LSTM x{hidden_size}", cell: lstm, options: {hidden_size: 64, forget_bias: 1.0}}
-    inputs: {steps: 200, batch: 16}
-    sweep: {grid: {cells.0.options.weight_scale: [0.5, 1.0, 2.0]}, seeds: [0, 1]}
-    quick: {inputs.steps: 20, sweep.grid.cells.0.options.weight_scale: [1.0]}
-"""
+"""Overrides applied to a config's raw YAML, then every section checked (one-line errors)."""
 
 from __future__ import annotations
 
-import itertools
-import math
-import os
-import re
 import string
-from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, NamedTuple
-
-import yaml
-
-MEASURES = ("gradient_norms",)
-LOSSES = ("final", "every_step", "readout")
-DISTRIBUTIONS = ("normal", "uniform", "zeros")
-FORMATS = ("png", "svg", "pdf")
-_SIZE_OPTIONS = ("hidden_size", "width", "depth", "num_layers")  # cell options that are integers >= 1
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 1e-3 as a string
-
-
-class Registries(NamedTuple):
-    """The names a config is checked against, handed in by the runner: this module imports nothing
-    from gradflow (``gradflow.experiment.REGISTRIES`` is the one the library uses).
-
-    ``cell_options(name)`` / ``task_options(name)``: ``{option: default}`` (None: required, the
-    size option first). ``check_cell(name, options)`` builds the cell (raising ``ValueError`` or
-    ``TypeError``) and says whether it is a depth stack; ``check_task(name, options)`` builds the task
-    and returns its number of steps; ``check_optimizer``/``check_schedule`` raise ``ValueError``.
-    """
-
-    cell_names: Callable[[], list]
-    cell_options: Callable[[str], dict]
-    check_cell: Callable[[str, dict], bool]
-    task_names: Callable[[], list]
-    task_options: Callable[[str], dict]
-    check_task: Callable[[str, dict], int]
-    optimizers: Sequence[str]
-    schedules: Sequence[str]
-    check_optimizer: Callable[[str, Mapping], None]
-    check_schedule: Callable[[str | None, Mapping], None]
-
-
-_REGISTRIES: ContextVar[Registries] = ContextVar("gradflow_config_registries")
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message is one line: where, which key, what was expected."""
-
-
-class _FrozenDict(dict):
-    """A read-only, hashable ``dict``: configs are immutable all the way down."""
-
-    def _read_only(self, *args, **kwargs):
-        raise TypeError("config mappings are read-only; use load_config(path, overrides)")
-
-    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
-
-    def __hash__(self):
-        return hash(frozenset(self.items()))
-
-    def __reduce__(self):
-        return (_FrozenDict, (dict(self),))
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """One line on the plot: ``cells.get(cell, **options)`` under ``label``."""
-
-    label: str
-    cell: str
-    options: Mapping[str, Any] = field(default_factory=_FrozenDict)
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """Random inputs ``xs: [steps, batch, size]`` (residual/plain stacks: ``steps`` is the depth)."""
-
-    size: int = 8
-    steps: int = 200
-    batch: int = 16
-    distribution: str = "normal"
-    scale: float = 1.0
-
-
-@dataclass(frozen=True)
-class Fit:
-    """Decay-fit window ``(k_min, k_max)`` in steps back from the loss; ``None``: all steps."""
-
-    window: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """``grid``: dotted key path -> values (cartesian product); ``seeds``: each point runs per seed."""
-
-    grid: Mapping[str, tuple[Any, ...]] = field(default_factory=_FrozenDict)
-    seeds: tuple[int, ...] = (0,)
-
-
-@dataclass(frozen=True)
-class Output:
-    """Where figures and the resolved config go (default ``runs/<name>``), in which formats."""
-
-    dir: str
-    formats: tuple[str, ...] = ("png", "svg")
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A training config's task: ``gradflow.tasks.get(name, **options)``."""
-
-    name: str
-    options: Mapping[str, Any] = field(default_factory=_FrozenDict)
-
-
-READOUTS = ("auto", "every", "last")
-
-
-@dataclass(frozen=True)
-class Train:
-    """How a training config trains; also the one settings type of training
-    (``gradflow.training.Settings`` is this class; ``learn.optim.check_settings`` checks the names).
-
-    ``learning_rate`` and ``clip`` (global-norm clipping threshold, null: off) may differ between
-    runs that still share one compiled step. ``readout``: 'auto' reads out at the last step for tasks
-    scored there (adding, temporal_order), else at every step. ``checkpoint_every``: steps between
-    checkpoints (null: every ``eval_every``).
-    """
-
-    steps: int = 1000
-    batch: int = 32
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    optimizer_options: Mapping[str, Any] = field(default_factory=_FrozenDict)
-    schedule: str | None = None
-    schedule_options: Mapping[str, Any] = field(default_factory=_FrozenDict)
-    clip: float | None = None
-    eval_every: int = 100
-    eval_batch: int = 512
-    solved_fraction: float = 0.1
-    early_stop: bool = True
-    readout: str = "auto"
-    checkpoint_every: int | None = None
-
-
-@dataclass(frozen=True)
-class Config:
-    """One experiment; make it with ``load_config``. With a ``task`` it is a training config."""
-
-    name: str
-    cells: tuple[CellSpec, ...]
-    output: Output
-    inputs: Inputs = Inputs()
-    loss: str = "final"
-    measures: tuple[str, ...] = ("gradient_norms",)
-    fit: Fit = Fit()
-    sweep: Sweep = Sweep()
-    quick: Mapping[str, Any] = field(default_factory=_FrozenDict)
-    task: TaskSpec | None = None
-    train: Train = Train()
-
-
-_MISSING = object()
-_SECTIONS = {  # top-level key -> default (_MISSING: required); mapping sections are merged per key
-    "name": _MISSING,
-    "cells": _MISSING,
-    "task": None,
-    "train": {f.name: {} if f.name.endswith("_options") else f.default for f in fields(Train)},
-    "inputs": {f.name: f.default for f in fields(Inputs)},
-    "loss": "final",
-    "measures": ["gradient_norms"],
-    "fit": {"window": None},
-    "sweep": {"grid": {}, "seeds": [0]},
-    "output": {"dir": None, "formats": ["png", "svg"]},
-    "quick": {},
-}
-_CELL_KEYS = ("label", "cell", "options")
-_TASK_KEYS = ("name", "options")
-_MEASURE_ONLY = ("inputs", "loss", "measures", "fit")  # sections a training config does not use
-_FREE_MAPPINGS = (["task", "options"], ["train", "optimizer_options"], ["train", "schedule_options"])
-
-
-class _Invalid(Exception):
-    """Internal: ``path`` holds ``value`` but ``expected`` (or a ready-made one-line ``text``)."""
-
-    def __init__(self, path: str, value, expected: str = "", text: str = ""):
-        super().__init__(path)
-        self.path, self.value, self.expected, self.text = path, value, expected, text
-
-
-def load_config(
-    path: str | os.PathLike, overrides: Sequence[str] = (), quick: bool = False, *, registries: Registries
-) -> Config:
-    """Read, override and validate the YAML config at ``path`` against ``registries``.
-
-    ``overrides`` are ``"key.path=value"`` strings (``--set``; the value is read
-    with ``yaml.safe_load``, list indices are path parts). ``quick=True``
-    applies the file's ``quick`` overrides first, then ``overrides``. The quick
-    overrides and every sweep-grid value are validated either way.
-
-    Example::
-
-        cfg = load_config("configs/x.yaml", ["inputs.steps=50", "sweep.seeds=[0, 1]"], registries=reg)
-        cfg.inputs.steps, cfg.sweep.seeds  # (50, (0, 1))
-    """
-    token = _REGISTRIES.set(registries)
-    try:
-        return _load(os.fspath(path), overrides, quick)
-    finally:
-        _REGISTRIES.reset(token)
-
-
-def _load(source: str, overrides, quick: bool) -> Config:
-    data = _read_yaml(source)
-    sets = [_parse_set(text) for text in ([overrides] if isinstance(overrides, str) else overrides)]
-    base = _resolve(data, sets, source, source)
-    quick_sets = [(f"{source}: quick[{key!r}]", key, _plain(value)) for key, value in base.quick.items()]
-    quick_cfg = _resolve(data, quick_sets + sets, source, f"{source} (with its quick overrides)")
-    return quick_cfg if quick else base
-
-
-def config_to_dict(cfg: Config) -> dict:
-    """Plain dicts, lists and scalars in file order: ``config_to_dict(cfg)["inputs"]["steps"]``."""
-    plain = _plain(cfg)
-    skip = _MEASURE_ONLY if cfg.task is not None else ("task", "train")
-    return {key: plain[key] for key in _SECTIONS if key not in skip}
-
-
-def dump_config(cfg: Config) -> str:
-    """YAML text that ``load_config`` reads back to an equal ``Config``.
-
-    Example::
-
-        Path(cfg.output.dir, "config.yaml").write_text(dump_config(cfg))
-    """
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
-
-
-def sweep_points(cfg: Config, *, registries: Registries) -> list[tuple[dict, Config]]:
-    """Expand ``cfg.sweep.grid`` into ``[(point, point_cfg)]``, one per combination (each point
-    validated against ``registries``, as ``load_config`` does).
-
-    ``point`` is ``{path: value}``; ``point_cfg`` is ``cfg`` with it applied and an
-    empty grid. Grid keys vary in file order, the last fastest (``itertools.product``);
-    an empty grid gives ``[({}, cfg)]``. Seeds are not expanded.
-
-    Example::
-
-        # sweep: {grid: {inputs.steps: [50, 100], cells.0.options.weight_scale: [0.5, 1, 2]}}
-        [point for point, _ in sweep_points(cfg, registries=reg)][:2]
-        # [{'inputs.steps': 50, 'cells.0...': 0.5}, {'inputs.steps': 50, 'cells.0...': 1.0}]
-    """
-    grid, raw = cfg.sweep.grid, config_to_dict(cfg)
-    raw["sweep"]["grid"] = {}
-    points = []
-    token = _REGISTRIES.set(registries)
-    try:
-        for values in itertools.product(*grid.values()):
-            point = dict(zip(grid, values, strict=True))
-            label = f"{cfg.name}: sweep point {point}"
-            sets = [(label, k, _plain(v)) for k, v in point.items()]
-            points.append((point, _resolve(raw, sets, label, label)))
-    finally:
-        _REGISTRIES.reset(token)
-    return points
-
-
-def _read_yaml(source: str):
-    if os.path.isdir(source):
-        raise ConfigError(f"{source}: is a directory; expected a YAML config file")
-    try:
-        with open(source, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{source}: cannot read the config: {getattr(err, 'strerror', 0) or err}") from None
-    try:
-        _check_unique_keys(yaml.compose(text, Loader=yaml.SafeLoader))  # nodes only, nothing is built
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        problem = " ".join(str(getattr(err, "problem", None) or err).split())
-        raise ConfigError(f"{source}: {where}invalid YAML: {problem}") from None
-
-
-def _check_unique_keys(node, visited=None) -> None:
-    """Reject a key repeated in a mapping (``safe_load`` would silently keep the last one)."""
-    visited = set() if visited is None else visited
-    if not isinstance(node, yaml.CollectionNode) or id(node) in visited:
-        return
-    visited.add(id(node))
-    pairs = node.value if isinstance(node, yaml.MappingNode) else [(None, child) for child in node.value]
-    keys = [(k.tag, k.value) if isinstance(k, yaml.ScalarNode) else id(k) for k, _ in pairs]
-    for i, (key, child) in enumerate(pairs):
-        if key is not None and keys[i] in keys[:i]:
-            raise yaml.MarkedYAMLError(problem=f"duplicate key {key.value!r}", problem_mark=key.start_mark)
-        _check_unique_keys(key, visited)
-        _check_unique_keys(child, visited)
-
-
-def _parse_set(text: str) -> tuple[str, str, Any]:
-    label = f"--set {text}"
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"{label}: expected KEY=VALUE, e.g. --set inputs.steps=50")
-    try:
-        return label, key.strip(), yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"{label}: cannot read the value {value!r} as YAML") from None
+from dataclasses import replace
+
+from gradflow.config.schema import (
+    _CELL_KEYS,
+    _FREE_MAPPINGS,
+    _MEASURE_ONLY,
+    _MISSING,
+    _REGISTRIES,
+    _SECTIONS,
+    _SIZE_OPTIONS,
+    _TASK_KEYS,
+    DISTRIBUTIONS,
+    FORMATS,
+    LOSSES,
+    MEASURES,
+    READOUTS,
+    CellSpec,
+    Config,
+    ConfigError,
+    Fit,
+    Inputs,
+    Output,
+    Sweep,
+    TaskSpec,
+    Train,
+    _check,
+    _choice,
+    _float,
+    _FrozenDict,
+    _int,
+    _Invalid,
+    _list,
+    _message,
+    _plain,
+    _section,
+    _show,
+    _text,
+    config_to_dict,
+)
 
 
 def _resolve(data, sets, source: str, label: str) -> Config:
@@ -678,73 +390,3 @@ def _cell_options(cell: str, value, path: str) -> dict:
     if size not in options:
         raise _Invalid(f"{path}.{size}", _MISSING, f"an integer >= 1 (cell {cell!r} needs {size})")
     return options
-
-
-def _check(value, path: str, ok, expected: str):
-    if not ok:
-        raise _Invalid(path, value, expected)
-    return value
-
-
-def _section(raw: dict, key: str) -> dict:
-    return _check(raw[key], key, isinstance(raw[key], dict), f"a mapping with keys {list(_SECTIONS[key])}")
-
-
-def _text(v) -> bool:
-    return isinstance(v, str) and bool(v.strip())
-
-
-def _int(v, path: str, minimum: int) -> int:
-    return _check(
-        v, path, isinstance(v, int) and not isinstance(v, bool) and v >= minimum, f"an integer >= {minimum}"
-    )
-
-
-def _float(v, path: str, minimum: float | None = None) -> float:
-    if isinstance(v, str) and _NUMBER.fullmatch(v.strip()):
-        v = float(v)
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    ok = ok and (minimum is None or v >= minimum)
-    return float(_check(v, path, ok, "a number" + ("" if minimum is None else f" >= {minimum:g}")))
-
-
-def _choice(v, path: str, choices) -> str:
-    return _check(v, path, isinstance(v, str) and v in choices, f"one of {list(choices)}")
-
-
-def _list(v, path: str, item) -> tuple:
-    _check(v, path, isinstance(v, list) and v, "a non-empty list")
-    items = tuple(item(x, f"{path}.{i}") for i, x in enumerate(v))
-    for i, x in enumerate(items):
-        _check(x, f"{path}.{i}", x not in items[:i], f"a value not already in {path} (no duplicates)")
-    return items
-
-
-def _plain(value, frozen: bool = False):
-    """A fresh copy made of dicts, lists and scalars (``frozen``: of ``_FrozenDict`` and tuples)."""
-    if is_dataclass(value):
-        value = {f.name: getattr(value, f.name) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return (_FrozenDict if frozen else dict)({k: _plain(v, frozen) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return (tuple if frozen else list)(_plain(v, frozen) for v in value)
-    return value
-
-
-def _show(value) -> str:
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    text = repr(_plain(value))
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _message(label: str, err: _Invalid, own_path: str | None = None) -> str:
-    if err.text:
-        text = f"{label}: {err.text}"
-    elif err.path == own_path:
-        text = f"{label}: expected {err.expected}, got {_show(err.value)}"
-    elif err.value is _MISSING:
-        text = f"{label}: {err.path} is missing: expected {err.expected}"
-    else:
-        text = f"{label}: {err.path} = {_show(err.value)}: expected {err.expected}"
-    return " ".join(text.split())  # one line
