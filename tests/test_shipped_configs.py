@@ -8,7 +8,7 @@ import pytest
 from conftest import load_run, runs_by_label
 
 from gradflow import experiment, theory
-from gradflow.cli import _header
+from gradflow.cli.listing import _header
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

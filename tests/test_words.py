@@ -10,7 +10,7 @@ from conftest import write_config
 
 from gradflow import config as cfgmod
 from gradflow import experiment, figures, plots, words
-from gradflow.cli import _half_life
+from gradflow.cli.measure import _half_life
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,187 @@
+"""The ``gradflow`` command: a thin shell over the library (I/O only here), one module per verb."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+
+from gradflow.cli.claims import _cmd_claims
+from gradflow.cli.common import CliError
+from gradflow.cli.listing import _cmd_list
+from gradflow.cli.measure import _cmd_measure
+from gradflow.cli.plot import _cmd_plot
+from gradflow.cli.run import _cmd_run
+
+EPILOG = """examples:
+  gradflow run configs/compare_cells.yaml
+  gradflow run configs/compare_cells.yaml --quick -o /tmp/run --set sweep.seeds=[0,1]
+  gradflow list
+  gradflow measure lstm -T 200 --set forget_bias=3
+  gradflow measure rnn --set weight_scale=1.5 --set hidden_size=256 --json
+  gradflow measure residual --set depth=100
+  gradflow --no-compile-cache run configs/compare_cells.yaml --quick
+
+compiled programs are kept in ~/.cache/gradflow/jax ($XDG_CACHE_HOME/gradflow/jax), at most 2 GiB:
+--compile-cache DIR or GRADFLOW_COMPILE_CACHE_DIR=DIR moves it, --no-compile-cache or
+GRADFLOW_COMPILE_CACHE=0 turns it off"""
+
+
+def _cache_options(parser: argparse.ArgumentParser, default) -> None:
+    """``--compile-cache DIR`` / ``--no-compile-cache``: on ``gradflow`` itself (``default`` None) and
+    on every verb (``default`` SUPPRESS, so that a verb without them keeps what came before it)."""
+    parser.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        default=default,
+        help="keep compiled programs in DIR (default $GRADFLOW_COMPILE_CACHE_DIR or ~/.cache/gradflow/jax)",
+    )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        default=False if default is None else default,
+        help="compile everything afresh and keep nothing (or GRADFLOW_COMPILE_CACHE=0)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gradflow.config import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="gradflow",
+        description="Measure how gradients vanish or explode through time and depth.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _cache_options(parser, None)
+    verb_options = argparse.ArgumentParser(add_help=False)
+    _cache_options(verb_options, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    verb = functools.partial(sub.add_parser, parents=[verb_options])
+    p_list = verb("list", help="list the cells and their options")
+    p_list.set_defaults(func=_cmd_list)
+    p_r = verb(
+        "run",
+        help="run an experiment config into a run directory",
+        description="Run CONFIG's sweep (cells x grid x seeds, one compile per shape) and write "
+        "config.yaml, results.npz, results.csv, summary.json and the decay figure to the output "
+        "directory. Re-running after an interrupt resumes.",
+    )
+    p_r.add_argument("config", help="YAML config, e.g. configs/compare_cells.yaml")
+    p_r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. --set inputs.steps=50 --set sweep.seeds=[0,1]",
+    )
+    p_r.add_argument("-o", "--output", help="run directory (default: the config's output.dir)")
+    p_r.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
+    p_r.add_argument("--quick", action="store_true", help="apply the config's quick overrides (small sizes)")
+    p_r.set_defaults(func=_cmd_run)
+    p_p = verb(
+        "plot",
+        help="redraw the figures of one run directory, or overlay several",
+        description="Draw decay (and, where they apply, paths and phase) figures from finished run "
+        "directories. One RUN_DIR: its own figures are redrawn in place (or into -o DIR). Several: "
+        "their curves are overlaid, labels prefixed with each run's name, into -o DIR.",
+    )
+    p_p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="directories written by `gradflow run`")
+    p_p.add_argument("-o", "--output", help="where the figures go (default: the single RUN_DIR)")
+    p_p.add_argument(
+        "--format",
+        action="append",
+        choices=FORMATS,
+        help="figure format, repeatable (default: png and svg)",
+    )
+    p_p.add_argument("--force", action="store_true", help="overwrite figures that are already there")
+    p_p.set_defaults(func=_cmd_plot)
+    p_m = verb(
+        "measure",
+        help="per-step gradient norms of one cell at init, with the decay fit",
+        description="Run gradient_flow on a cell at initialization with random N(0,1) inputs "
+        "and print log10 ||dL/dh_t|| at both ends, the per-step rate and the half-life.",
+    )
+    p_m.add_argument("cell", help="cell name (see `gradflow list`)")
+    p_m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="cell option")
+    p_m.add_argument("-T", "--steps", type=int, default=100, help="sequence length (default 100)")
+    p_m.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
+    p_m.add_argument("--input-size", type=int, default=8, help="input size (default 8)")
+    p_m.add_argument("--seed", type=int, default=0)
+    p_m.add_argument("--loss", choices=["final", "every_step", "readout"], default="final")
+    p_m.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p_m.set_defaults(func=_cmd_measure)
+    p_c = verb(
+        "claims",
+        help="reproduce the slide claims: report.md, claims.json, report.html with a verdict per claim",
+        description="Run each claim's experiment (experiments/), hold the numbers against its criterion "
+        "and write report.md, claims.json and report.html with the figures. Exit 0 when every claim "
+        "ran (a 'not reproduced' verdict is a result, not an error).",
+    )
+    p_c.add_argument("--only", help="comma-separated claim ids, e.g. C1,C6 (default: all)")
+    p_c.add_argument("--quick", action="store_true", help="small sizes (the tests use this)")
+    p_c.add_argument("-o", "--output", default="runs/claims", help="report directory (default runs/claims)")
+    p_c.add_argument("--force", action="store_true", help="overwrite a non-empty report directory")
+    p_c.set_defaults(func=_cmd_claims)
+    return parser
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM: unwind like Ctrl-C, so temp files are removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _enable_compile_cache(args) -> None:
+    from gradflow.engine import compile_cache
+
+    try:
+        compile_cache.enable(args.compile_cache, enabled=False if args.no_compile_cache else None)
+    except compile_cache.CacheDirError as err:
+        raise CliError(str(err)) from None
+
+
+def _warn_if_cache_never_hits(args) -> None:
+    if args.command != "plot":
+        from gradflow.engine import compile_cache
+
+        compile_cache.warn_if_never_hits()
+
+
+def _main(argv) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    for name in ("steps", "batch", "input_size"):
+        if getattr(args, name, 1) < 1:
+            print(f"gradflow: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    if args.command == "plot" and not args.format:
+        args.format = ["png", "svg"]
+    try:
+        if args.command != "plot":  # figures never compile
+            _enable_compile_cache(args)
+        try:
+            return args.func(args)
+        finally:
+            _warn_if_cache_never_hits(args)
+    except CliError as err:
+        print(f"gradflow: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gradflow: interrupted", file=sys.stderr)
+        return 130
