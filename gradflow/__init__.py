@@ -20,6 +20,7 @@ from gradflow.engine.training import TrainResult as TrainResult
 from gradflow.engine.training import train as train
 from gradflow.experiment import load_config as load_config
 from gradflow.experiment import run_config as run_config
+from gradflow.figures import plots as plots
 from gradflow.learn import tasks as tasks
 from gradflow.learn.models import Model as Model
 from gradflow.measure import DecayFit as DecayFit

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gradflow import plots
+from gradflow.figures import plots
+from gradflow.rundir import setting_key
 
 CAP = 1e4  # losses above CAP x baseline are drawn at the cap
 GATE_ORDER = ("f", "z", "i", "o", "r")
@@ -32,7 +33,6 @@ GATE_NAMES = {
 
 def settings(run, prefix: str = "") -> list[dict]:
     """``[{label, rows, baseline, solved_fraction}]``: runs pooled by label and sweep point."""
-    from gradflow.rundir import setting_key
 
     by: dict = {}
     for i, r in enumerate(run.runs):

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from gradflow import plots, theory
+from gradflow import theory
+from gradflow.figures import plots, training
 
 NAMES = ("decay", "paths", "phase")  # figure file stems
 MAX_LINES = 12  # more curves than this on one axes are unreadable: the legend goes outside
@@ -136,9 +137,7 @@ def draw(run_list: list[Run], out: str | Path, formats=("png", "svg")) -> list[P
     kinds = {r.kind for r in run_list}
     names = overlay_names(run_list)
     if kinds == {"train"}:
-        from gradflow import train_figures
-
-        return train_figures.draw(run_list, out, formats, names=names)
+        return training.draw(run_list, out, formats, names=names)
     if len(kinds) > 1:
         raise RunFilesError("cannot overlay a training run with a measurement run; plot them separately")
     prefixes = [f"{n}: " if len(run_list) > 1 else "" for n in names]
