@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from _runs import config_run, initial_params, median, settings
 
-from gradflow import cells, gradient_flow, unroll
+from gradflow import cells, gradient_flow, load_trained, unroll
 from gradflow.engine.training import EVAL_KEY
-from gradflow.train_experiment import load_trained
 
 CRITERIA = {"min_rate_gain": 0.1, "solved_fraction": 1.0}
 

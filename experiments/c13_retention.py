@@ -13,9 +13,8 @@ from pathlib import Path
 import jax
 from _runs import by_label, config_run, initial_params, median
 
-from gradflow import lyapunov_spectrum
+from gradflow import load_trained, lyapunov_spectrum
 from gradflow.engine.training import EVAL_KEY
-from gradflow.train_experiment import load_trained
 
 CRITERIA = {"min_rate_gain": 0.02}  # ln/step: the rate must rise by at least this much
 

@@ -18,8 +18,6 @@ from gradflow.engine import compile_cache as compile_cache
 from gradflow.engine import training as training
 from gradflow.engine.training import TrainResult as TrainResult
 from gradflow.engine.training import train as train
-from gradflow.experiment import load_config as load_config
-from gradflow.experiment import run_config as run_config
 from gradflow.figures import plots as plots
 from gradflow.learn import tasks as tasks
 from gradflow.learn.models import Model as Model
@@ -38,6 +36,11 @@ from gradflow.measure import pascanu_bound as pascanu_bound
 from gradflow.measure import pascanu_bounds as pascanu_bounds
 from gradflow.measure import path_decomposition as path_decomposition
 from gradflow.measure import product_norms as product_norms
+from gradflow.runs import experiment as experiment
+from gradflow.runs import train_experiment as train_experiment
+from gradflow.runs.experiment import load_config as load_config
+from gradflow.runs.experiment import run_config as run_config
+from gradflow.runs.train_experiment import load_trained as load_trained
 from gradflow.seam import Cell as Cell
 from gradflow.seam import ParamCount as ParamCount
 from gradflow.seam import param_count as param_count

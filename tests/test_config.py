@@ -19,7 +19,7 @@ from gradflow.config import (
     dump_config,
     sweep_points,
 )
-from gradflow.experiment import REGISTRIES, build_cell, load_config
+from gradflow.runs.configs import REGISTRIES, build_cell, load_config
 from gradflow.seam import Cell
 
 MINIMAL = """\

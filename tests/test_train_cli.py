@@ -115,8 +115,8 @@ def test_trained_params_are_saved_and_restored(trained):
     reproduces the run's final held-out loss in summary.json."""
     import jax
 
+    from gradflow import load_trained
     from gradflow.engine.training import EVAL_KEY
-    from gradflow.train_experiment import load_trained
 
     out, summary, _ = trained
     loaded = load_trained(out)

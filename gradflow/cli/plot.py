@@ -8,7 +8,8 @@ from gradflow.cli.common import CliError
 def _cmd_plot(args) -> int:
     from pathlib import Path
 
-    from gradflow import experiment, figures, rundir
+    from gradflow import figures, rundir
+    from gradflow.runs import experiment
 
     dirs = [Path(d) for d in args.run_dirs]
     if args.output is None and len(dirs) > 1:

@@ -15,7 +15,7 @@ def _cmd_run(args) -> int:
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from gradflow import config as cfgmod
-    from gradflow import experiment
+    from gradflow.runs import experiment
 
     try:
         cfg = experiment.load_config(args.config, args.set, quick=args.quick)

@@ -19,7 +19,7 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads
 
 class Registries(NamedTuple):
     """The names a config is checked against, handed in by the runner: this module imports nothing
-    from gradflow (``gradflow.experiment.REGISTRIES`` is the one the library uses).
+    from gradflow (``gradflow.runs.configs.REGISTRIES`` is the one the library uses).
 
     ``cell_options(name)`` / ``task_options(name)``: ``{option: default}`` (None: required, the
     size option first). ``check_cell(name, options)`` builds the cell (raising ``ValueError`` or

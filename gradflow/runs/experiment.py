@@ -20,7 +20,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from gradflow import cells, figures, theory, train_experiment
+from gradflow import cells, figures, theory
+from gradflow.runs import train_experiment
 from gradflow import config as cfgmod
 from gradflow.engine import compile_cache, sweep
 from gradflow.measure.fit import finite_ends
