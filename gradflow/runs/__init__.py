@@ -1,0 +1,1 @@
+"""The run directories: config -> plan -> groups -> files, for measuring and for training."""
