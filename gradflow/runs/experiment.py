@@ -21,11 +21,11 @@ import jax
 import numpy as np
 
 from gradflow import cells, figures, theory
-from gradflow.runs import train_experiment
 from gradflow import config as cfgmod
 from gradflow.engine import compile_cache, sweep
 from gradflow.measure.fit import finite_ends
 from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, provenance, write_npz
+from gradflow.runs import train_experiment
 from gradflow.runs.configs import REGISTRIES as REGISTRIES
 from gradflow.runs.configs import build_cell as build_cell
 from gradflow.runs.configs import load_config as load_config

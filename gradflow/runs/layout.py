@@ -9,7 +9,6 @@ import numpy as np
 from gradflow import figures
 from gradflow.rundir import PARTS
 
-
 RESULT_FILES = ("config.yaml", "results.npz", "results.csv", "summary.json")
 FIGURE_STEMS = (*figures.NAMES, "learning", "flow_heatmap", "flow_rate", "gates")
 
