@@ -39,9 +39,6 @@ LEAVES = {  # any layer may import these; they import no gradflow module
     "gradflow.words": "words",  # rates and run summaries in words (used by figures, the CLI, tools)
     "gradflow.markdown": "markdown",  # escaped markdown tables (claims report, README)
 }
-# Modules not yet in their layer's package (issue 13 goes on): their layer, until they move.
-PENDING = {
-}
 
 
 def layer_of(module: str) -> str:
@@ -49,8 +46,6 @@ def layer_of(module: str) -> str:
     leaf = next((leaf for leaf in LEAVES if module == leaf or module.startswith(leaf + ".")), None)
     if leaf is not None:  # a leaf may be a package (config)
         return LEAVES[leaf]
-    if module in PENDING:
-        return PENDING[module]
     if module == "gradflow" or module.startswith("gradflow.cli"):
         return "face"
     if module.startswith("experiments"):
