@@ -75,9 +75,7 @@ def get(name: str, **opts) -> Cell:
     """
     factory = _lookup(name)
     known = options(name)
-    unknown = sorted(set(opts) - set(known))
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for cell {name!r}; options: {sorted(known)}")
+    checks.reject_unknown("cell", name, opts, known)
     size = next(iter(known))
     if size not in opts:
         raise ValueError(f"cell {name!r} needs {size}=<int>")
@@ -86,6 +84,4 @@ def get(name: str, **opts) -> Cell:
 
 
 def _lookup(name: str):
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown cell {name!r}; choose from {names()}")
-    return _REGISTRY[name]
+    return checks.lookup("cell", _REGISTRY, name)

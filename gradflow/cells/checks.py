@@ -76,3 +76,15 @@ def check_options(cell: str, factory, opts: dict) -> None:
             continue
         if not ok:
             raise TypeError(f"{cell} option {key}: expected {expected}, got {value!r}")
+
+
+def lookup(kind: str, registry: dict, name: str):
+    """``registry[name]``, else a one-line ``ValueError`` listing the names (``unknown task 'adds'; ...``)."""
+    return registry[choose(kind, name, registry)]
+
+
+def reject_unknown(kind: str, name: str, opts, known) -> None:
+    """A one-line ``ValueError`` for the first option of ``opts`` not in ``known``."""
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for {kind} {name!r}; options: {sorted(known)}")

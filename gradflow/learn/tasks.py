@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradflow.cells.checks import defaults, dtype_of, positive_int
+from gradflow.cells.checks import defaults, dtype_of, lookup, positive_int, reject_unknown
 from gradflow.learn.batches import _NEG, _last_step_mask, _one_hot
 from gradflow.learn.batches import Batch as Batch
 from gradflow.learn.batches import Task as Task
@@ -271,9 +271,7 @@ def names() -> list[str]:
 
 def options(name: str) -> dict[str, object]:
     """``{option: default}`` of task ``name`` (``None`` where required, e.g. ``npz``'s ``path``)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; choose from {names()}")
-    return defaults(_REGISTRY[name])
+    return defaults(lookup("task", _REGISTRY, name))
 
 
 def get(name: str, **opts) -> Task:
@@ -286,10 +284,7 @@ def get(name: str, **opts) -> Task:
         task = get("copy", lag=100)        # T = 120, baseline 10 ln 8 / 120
         task = get("npz", path="mine.npz")
     """
-    known = options(name)
-    unknown = sorted(set(opts) - set(known))
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for task {name!r}; options: {sorted(known)}")
+    reject_unknown("task", name, opts, options(name))
     if name == "npz" and "path" not in opts:
         raise ValueError("task 'npz' needs path=<file.npz>")
     task = _REGISTRY[name](**opts)
