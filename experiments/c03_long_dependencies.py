@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from _runs import config_run, settings
+from gradflow.experiments.shared import config_run, settings
 
 CRITERIA = {"gated_max_ratio": 0.1, "vanilla_min_ratio": 0.5}
 

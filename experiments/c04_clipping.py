@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from _runs import config_run
+from gradflow.experiments.shared import config_run
 
 CRITERIA = {"clipped_solved_fraction": 1.0, "unclipped_failed_fraction": 1.0}
 

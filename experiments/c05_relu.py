@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _runs import config_run, initial_params, median, settings
+from gradflow.experiments.shared import config_run, initial_params, median, settings
 
 from gradflow import cells, gradient_flow, load_trained, unroll
 from gradflow.engine.training import EVAL_KEY

@@ -47,7 +47,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _runs import config_run
+from gradflow.experiments.shared import config_run
 
 from gradflow import cells, gradient_flow, load_config, plots, tasks, theory
 

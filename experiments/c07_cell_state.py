@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from _runs import config_run, median
+from gradflow.experiments.shared import config_run, median
 
 from gradflow import decay_fit
 

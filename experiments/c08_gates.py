@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-from _runs import config_run, settings
+from gradflow.experiments.shared import config_run, settings
 
 from gradflow import cells, gradient_flow
 

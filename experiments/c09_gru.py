@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from _runs import by_label, config_run, median
+from gradflow.experiments.shared import by_label, config_run, median
 
 from gradflow import cells, param_count
 

@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from _runs import config_run, settings
+from gradflow.experiments.shared import config_run, settings
 
 CRITERIA = {"max_slowdown": 2.0}
 

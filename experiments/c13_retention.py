@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import jax
-from _runs import by_label, config_run, initial_params, median
+from gradflow.experiments.shared import by_label, config_run, initial_params, median
 
 from gradflow import load_trained, lyapunov_spectrum
 from gradflow.engine.training import EVAL_KEY

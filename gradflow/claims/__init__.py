@@ -7,7 +7,6 @@ from gradflow.claims.registry import Claim as Claim
 from gradflow.claims.registry import Quote as Quote
 from gradflow.claims.registry import get as get
 from gradflow.claims.report import Result as Result
-from gradflow.claims.report import experiments_dir as experiments_dir
 from gradflow.claims.report import finish_report as finish_report
 from gradflow.claims.report import json_ready as json_ready
 from gradflow.claims.report import load_experiment as load_experiment

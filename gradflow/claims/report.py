@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import html
-import importlib.util
+import importlib
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-import gradflow
 from gradflow import rundir
 from gradflow.claims.registry import CLAIMS, VERDICTS, Claim
 from gradflow.markdown import markdown_row
@@ -34,33 +32,11 @@ class Result:
     criterion: str = ""  # the claim's criterion rendered with ``criteria``
 
 
-def experiments_dir():
-    """``./experiments`` if present, else the source checkout's ``experiments/``."""
-
-    for folder in (Path("experiments"), Path(gradflow.__file__).resolve().parents[1] / "experiments"):
-        if folder.is_dir():
-            return folder
-    raise FileNotFoundError("no experiments/ folder: run gradflow claims from the gradflow checkout")
-
-
 def load_experiment(name: str):
-    """Import ``experiments/<name>.py`` (by path: experiments/ is not a package)."""
+    """The claim's experiment module, ``gradflow.experiments.<name>`` (``experiments/`` in the
+    repository, shipped inside the package)."""
 
-    folder = experiments_dir()
-    if str(folder) not in sys.path:  # the experiments share helpers (_runs.py)
-        sys.path.insert(0, str(folder))
-    path = folder / f"{name}.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the experiment of this claim is missing")
-    spec = importlib.util.spec_from_file_location(f"gradflow_experiments.{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # registered first, as an import does (dataclasses look it up)
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return module
+    return importlib.import_module(f"gradflow.experiments.{name}")
 
 
 def run_claim(

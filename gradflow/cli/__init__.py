@@ -8,19 +8,22 @@ import sys
 
 from gradflow.cli.claims import _cmd_claims
 from gradflow.cli.common import CliError
+from gradflow.cli.config import _cmd_config
 from gradflow.cli.listing import _cmd_list
 from gradflow.cli.measure import _cmd_measure
 from gradflow.cli.plot import _cmd_plot
 from gradflow.cli.run import _cmd_run
 
 EPILOG = """examples:
-  gradflow run configs/compare_cells.yaml
-  gradflow run configs/compare_cells.yaml --quick -o /tmp/run --set sweep.seeds=[0,1]
+  gradflow run compare_cells
+  gradflow run compare_cells --quick -o /tmp/run --set sweep.seeds=[0,1]
+  gradflow run my_config.yaml
   gradflow list
+  gradflow config compare_cells > my_config.yaml
   gradflow measure lstm -T 200 --set forget_bias=3
   gradflow measure rnn --set weight_scale=1.5 --set hidden_size=256 --json
   gradflow measure residual --set depth=100
-  gradflow --no-compile-cache run configs/compare_cells.yaml --quick
+  gradflow --no-compile-cache run compare_cells --quick
 
 compiled programs are kept in ~/.cache/gradflow/jax ($XDG_CACHE_HOME/gradflow/jax), at most 2 GiB:
 --compile-cache DIR or GRADFLOW_COMPILE_CACHE_DIR=DIR moves it, --no-compile-cache or
@@ -58,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cache_options(verb_options, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     verb = functools.partial(sub.add_parser, parents=[verb_options])
-    p_list = verb("list", help="list the cells and their options")
+    p_list = verb("list", help="list the cells, tasks, optimizers and shipped configs")
     p_list.set_defaults(func=_cmd_list)
     p_r = verb(
         "run",
@@ -67,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "config.yaml, results.npz, results.csv, summary.json and the decay figure to the output "
         "directory. Re-running after an interrupt resumes.",
     )
-    p_r.add_argument("config", help="YAML config, e.g. configs/compare_cells.yaml")
+    p_r.add_argument(
+        "config", help="a YAML config file, or a shipped config's name (gradflow list), e.g. compare_cells"
+    )
     p_r.add_argument(
         "--set",
         action="append",
@@ -79,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_r.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
     p_r.add_argument("--quick", action="store_true", help="apply the config's quick overrides (small sizes)")
     p_r.set_defaults(func=_cmd_run)
+    p_cfg = verb(
+        "config",
+        help="print a shipped config's YAML (a starting point for your own)",
+        description="Print the shipped config NAME (see `gradflow list`) to stdout, or write it to "
+        "-o FILE (never over an existing file). Edit it, then `gradflow run FILE`.",
+    )
+    p_cfg.add_argument("name", metavar="NAME", help="a shipped config, e.g. compare_cells")
+    p_cfg.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout (a new file)")
+    p_cfg.set_defaults(func=_cmd_config)
     p_p = verb(
         "plot",
         help="redraw the figures of one run directory, or overlay several",
@@ -154,7 +168,7 @@ def _enable_compile_cache(args) -> None:
 
 
 def _warn_if_cache_never_hits(args) -> None:
-    if args.command != "plot":
+    if args.command not in ("plot", "config"):
         from gradflow.engine import compile_cache
 
         compile_cache.warn_if_never_hits()
@@ -173,7 +187,7 @@ def _main(argv) -> int:
     if args.command == "plot" and not args.format:
         args.format = ["png", "svg"]
     try:
-        if args.command != "plot":  # figures never compile
+        if args.command not in ("plot", "config"):  # these never compile
             _enable_compile_cache(args)
         try:
             return args.func(args)

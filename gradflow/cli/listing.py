@@ -14,20 +14,6 @@ LOSS_HELP = {
 }
 
 
-def shipped_configs() -> list:
-    """The YAML configs in ``./configs`` and in the source checkout's ``configs/`` (deduplicated)."""
-    from pathlib import Path
-
-    import gradflow
-
-    found = {}
-    for folder in (Path("configs"), Path(gradflow.__file__).resolve().parents[1] / "configs"):
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.yaml")):
-                found.setdefault(path.name, path)
-    return list(found.values())
-
-
 def _header(path) -> dict:
     """``{"command", "runtime", "figure"}`` from a config's leading comment lines (not the measured ones)."""
     from gradflow.words import PROSE_KEYS, read_header
@@ -37,13 +23,11 @@ def _header(path) -> dict:
 
 
 def _cmd_list(args) -> int:
-    import os
-
     from rich.console import Console
     from rich.table import Table
 
     from gradflow import cells
-    from gradflow.config import LOSSES, MEASURES
+    from gradflow.config import LOSSES, MEASURES, shipped_configs
 
     console = Console()
     table = Table(title="cells: gradflow.cells.get(name, **options), or `cell:` in a config")
@@ -87,13 +71,12 @@ def _cmd_list(args) -> int:
         + "\nschedules (`train.schedule`, values multiply train.learning_rate): "
         + ", ".join(optim.SCHEDULES)
     )
-    table = Table(title="shipped configs: gradflow run PATH [--quick]")
+    table = Table(title="shipped configs: gradflow run NAME [--quick]; gradflow config NAME > mine.yaml")
     table.add_column("config", style="bold")
     table.add_column("runtime")
     table.add_column("figure")
-    for path in shipped_configs():
+    for name, path in shipped_configs().items():
         info = _header(path)
-        shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
-        table.add_row(shown, info.get("runtime", ""), info.get("figure", ""))
+        table.add_row(name, info.get("runtime", ""), info.get("figure", ""))
     console.print(table)
     return 0

@@ -18,7 +18,8 @@ def _cmd_run(args) -> int:
     from gradflow.runs import experiment
 
     try:
-        cfg = experiment.load_config(args.config, args.set, quick=args.quick)
+        source = cfgmod.resolve_config(args.config)  # a path, or a shipped config's name
+        cfg = experiment.load_config(source, args.set, quick=args.quick)
     except cfgmod.ConfigError as err:
         raise CliError(str(err)) from None
     out = Path(args.output or cfg.output.dir)
@@ -50,7 +51,7 @@ def _cmd_run(args) -> int:
                     progress=progress,
                     step_progress=step_progress,
                     should_stop=lambda: stop.requested,
-                    source=args.config,
+                    source=source,
                 )
         except (experiment.RunDirError, cfgmod.ConfigError) as err:
             raise CliError(str(err)) from None

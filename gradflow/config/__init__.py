@@ -38,3 +38,6 @@ from gradflow.config.schema import Sweep as Sweep
 from gradflow.config.schema import TaskSpec as TaskSpec
 from gradflow.config.schema import Train as Train
 from gradflow.config.schema import config_to_dict as config_to_dict
+from gradflow.config.shipped import resolve_config as resolve_config
+from gradflow.config.shipped import shipped_configs as shipped_configs
+from gradflow.config.shipped import shipped_dir as shipped_dir

@@ -17,6 +17,7 @@ from gradflow.config.schema import (
     _plain,
     config_to_dict,
 )
+from gradflow.config.shipped import resolve_config
 from gradflow.config.validate import _resolve
 
 
@@ -24,6 +25,8 @@ def load_config(
     path: str | os.PathLike, overrides: Sequence[str] = (), quick: bool = False, *, registries: Registries
 ) -> Config:
     """Read, override and validate the YAML config at ``path`` against ``registries``.
+
+    ``path`` may also name a shipped config (``"compare_cells"``; see ``shipped_configs``).
 
     ``overrides`` are ``"key.path=value"`` strings (``--set``; the value is read
     with ``yaml.safe_load``, list indices are path parts). ``quick=True``
@@ -43,6 +46,7 @@ def load_config(
 
 
 def _load(source: str, overrides, quick: bool) -> Config:
+    source = os.fspath(resolve_config(source))  # a path, or a shipped config's name
     data = _read_yaml(source)
     sets = [_parse_set(text) for text in ([overrides] if isinstance(overrides, str) else overrides)]
     base = _resolve(data, sets, source, source)

@@ -158,6 +158,7 @@ def run_config(
 ) -> dict:
     """``gradflow run`` from Python: load the YAML config at ``path`` and run it into ``out``.
 
+    ``path`` is a file or a shipped config's name (``"compare_cells"``; ``gradflow list`` shows them).
     ``overrides`` are ``"key.path=value"`` strings (``--set``); ``out`` defaults
     to the config's ``output.dir``. Returns the summary (also in ``out/summary.json``).
     ``force`` replaces a run directory gradflow wrote (never anything else; see ``gradflow.rundir``).
@@ -166,9 +167,10 @@ def run_config(
 
     Example::
 
-        summary = run_config("configs/compare_cells.yaml", "/tmp/cc", quick=True)
+        summary = run_config("compare_cells", "/tmp/cc", quick=True)
         summary["settings"][0]["median_rate"]   # ln per step, tanh RNN
     """
+    path = cfgmod.resolve_config(path)
     cfg = load_config(path, overrides, quick=quick)
     compile_cache.enable_once()
     try:

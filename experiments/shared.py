@@ -9,16 +9,14 @@ import numpy as np
 from gradflow import run_config
 from gradflow.rundir import setting_key
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def config_run(name: str, out: Path, quick: bool, overrides=()) -> tuple[Path, dict]:
-    """``gradflow run configs/<name>.yaml [--quick]`` into ``out/../runs/<name>`` (shared by claims:
+    """``gradflow run <name> [--quick]`` (a shipped config) into ``out/../runs/<name>`` (shared by claims:
     a second claim that needs the same run reuses it). Returns ``(run_dir, summary)``."""
     run_dir = Path(out).parent / "runs" / (name + ("_quick" if quick else ""))
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
-        run_config(ROOT / "configs" / f"{name}.yaml", run_dir, quick=quick, overrides=overrides, force=True)
+        run_config(name, run_dir, quick=quick, overrides=overrides, force=True)
     return run_dir, json.loads(summary_path.read_text())
 
 
