@@ -11,40 +11,63 @@ Example::
     res.log10_norms   # (c: [101], h: [101]): log10 ||dL/dh_t||, t = 0..T
 """
 
-from gradflow import cells as cells
-from gradflow import learn as learn
-from gradflow import theory as theory
-from gradflow.engine import compile_cache as compile_cache
-from gradflow.engine import training as training
-from gradflow.engine.training import TrainResult as TrainResult
-from gradflow.engine.training import train as train
-from gradflow.figures import plots as plots
-from gradflow.learn import tasks as tasks
-from gradflow.learn.models import Model as Model
-from gradflow.measure import DecayFit as DecayFit
-from gradflow.measure import GradientFlow as GradientFlow
-from gradflow.measure import LocalJacobians as LocalJacobians
-from gradflow.measure import LyapunovSpectrum as LyapunovSpectrum
-from gradflow.measure import PathDecomposition as PathDecomposition
-from gradflow.measure import ProductNorms as ProductNorms
-from gradflow.measure import decay_fit as decay_fit
-from gradflow.measure import finite_ends as finite_ends
-from gradflow.measure import gradient_flow as gradient_flow
-from gradflow.measure import local_jacobians as local_jacobians
-from gradflow.measure import lyapunov_spectrum as lyapunov_spectrum
-from gradflow.measure import pascanu_bound as pascanu_bound
-from gradflow.measure import pascanu_bounds as pascanu_bounds
-from gradflow.measure import path_decomposition as path_decomposition
-from gradflow.measure import product_norms as product_norms
-from gradflow.runs import experiment as experiment
-from gradflow.runs import train_experiment as train_experiment
-from gradflow.runs.experiment import load_config as load_config
-from gradflow.runs.experiment import run_config as run_config
-from gradflow.runs.train_experiment import load_trained as load_trained
-from gradflow.seam import Cell as Cell
-from gradflow.seam import ParamCount as ParamCount
-from gradflow.seam import param_count as param_count
-from gradflow.seam import unroll as unroll
-from gradflow.words import describe_rate as describe_rate
+import importlib
 
 __version__ = "0.1.0"
+
+# Public names, imported when first used (PEP 562): ``import gradflow`` and ``gradflow --help`` stay
+# cheap (no JAX, matplotlib, optax or yaml until something needs them).
+# name -> (module, attribute), or (module, None) for a module itself.
+_PUBLIC = {
+    "cells": ("gradflow.cells", None),
+    "learn": ("gradflow.learn", None),
+    "theory": ("gradflow.theory", None),
+    "compile_cache": ("gradflow.engine.compile_cache", None),
+    "training": ("gradflow.engine.training", None),
+    "TrainResult": ("gradflow.engine.training", "TrainResult"),
+    "train": ("gradflow.engine.training", "train"),
+    "plots": ("gradflow.figures.plots", None),
+    "tasks": ("gradflow.learn.tasks", None),
+    "Model": ("gradflow.learn.models", "Model"),
+    "DecayFit": ("gradflow.measure", "DecayFit"),
+    "GradientFlow": ("gradflow.measure", "GradientFlow"),
+    "LocalJacobians": ("gradflow.measure", "LocalJacobians"),
+    "LyapunovSpectrum": ("gradflow.measure", "LyapunovSpectrum"),
+    "PathDecomposition": ("gradflow.measure", "PathDecomposition"),
+    "ProductNorms": ("gradflow.measure", "ProductNorms"),
+    "decay_fit": ("gradflow.measure", "decay_fit"),
+    "finite_ends": ("gradflow.measure", "finite_ends"),
+    "gradient_flow": ("gradflow.measure", "gradient_flow"),
+    "local_jacobians": ("gradflow.measure", "local_jacobians"),
+    "lyapunov_spectrum": ("gradflow.measure", "lyapunov_spectrum"),
+    "pascanu_bound": ("gradflow.measure", "pascanu_bound"),
+    "pascanu_bounds": ("gradflow.measure", "pascanu_bounds"),
+    "path_decomposition": ("gradflow.measure", "path_decomposition"),
+    "product_norms": ("gradflow.measure", "product_norms"),
+    "experiment": ("gradflow.runs.experiment", None),
+    "train_experiment": ("gradflow.runs.train_experiment", None),
+    "load_config": ("gradflow.runs.experiment", "load_config"),
+    "run_config": ("gradflow.runs.experiment", "run_config"),
+    "load_trained": ("gradflow.runs.train_experiment", "load_trained"),
+    "Cell": ("gradflow.seam", "Cell"),
+    "ParamCount": ("gradflow.seam", "ParamCount"),
+    "param_count": ("gradflow.seam", "param_count"),
+    "unroll": ("gradflow.seam", "unroll"),
+    "describe_rate": ("gradflow.words", "describe_rate"),
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'gradflow' has no attribute {name!r}")
+    module, attribute = _PUBLIC[name]
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -38,3 +38,30 @@ def test_shipped_configs_resolve_by_name_and_by_path(tmp_path, monkeypatch):
         assert "\n" not in str(err)
     else:
         raise AssertionError("an unknown name was accepted")
+
+
+def test_import_gradflow_is_cheap_and_every_public_name_resolves():
+    """``import gradflow`` loads no JAX, matplotlib, optax or yaml; each public name imports on use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gradflow\n"
+        "heavy = [m for m in ('jax', 'matplotlib', 'optax', 'yaml', 'flax', 'rich') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "for name in gradflow.__all__:\n"
+        "    assert getattr(gradflow, name) is not None, name\n"
+        "from gradflow import Cell, cells, gradient_flow\n"
+        "assert Cell is gradflow.seam.Cell and gradient_flow is gradflow.measure.gradient_flow\n"
+        "assert cells.get is gradflow.cells.get\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    import gradflow
+
+    try:
+        gradflow.no_such_name
+    except AttributeError as err:
+        assert "no_such_name" in str(err)
+    else:
+        raise AssertionError("an unknown attribute resolved")
