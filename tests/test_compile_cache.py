@@ -133,6 +133,25 @@ def test_a_directory_others_may_write_is_refused_in_one_line(tmp_path, capsys, m
     assert not (tmp_path / "out").exists() and not any(cache.iterdir())
 
 
+def test_a_folder_of_yours_is_refused_and_left_as_it_was(tmp_path, capsys):
+    """The size bound deletes ``*-cache``/``*-atime`` files: a folder with other files is not a cache."""
+    mine = tmp_path / "papers"
+    mine.mkdir(mode=0o700)
+    (mine / "thesis.tex").write_text("mine")
+    (mine / "draft-cache").write_text("also mine")
+    config = write_config(tmp_path, TINY)
+    assert main(["--compile-cache", str(mine), "run", str(config), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "thesis.tex" in err and "empty or new folder" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["draft-cache", "thesis.tex"]
+    assert not (tmp_path / "out").exists()
+    compile_cache.check_private(tmp_path / "fresh")  # a new folder, and one holding only entries, pass
+    (tmp_path / "fresh" / "k1-cache").write_bytes(b"")
+    (tmp_path / "fresh" / "k1-atime").write_bytes(b"")
+    compile_cache.check_private(tmp_path / "fresh")
+
+
 def test_a_directory_of_another_user_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(compile_cache.os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)
     with pytest.raises(compile_cache.CacheDirError, match="another user"):

@@ -10,7 +10,9 @@ program compiled in under a second, i.e. nearly all of gradflow's):
 - off: ``GRADFLOW_COMPILE_CACHE=0`` or ``gradflow --no-compile-cache``;
 - bounded: ``MAX_SIZE_BYTES`` (2 GiB); past it, the least recently used entries are deleted;
 - private: the directory is created with mode 0700, and one that another user owns or that group or
-  others may write is refused (``CacheDirError``): whoever can write there can run code as you.
+  others may write is refused (``CacheDirError``): whoever can write there can run code as you;
+- its own: a directory holding anything but cache entries is refused too (the size bound deletes
+  old entries there; a folder of yours is never touched).
 
 ``gradflow`` (the CLI) calls ``enable()`` before the verb runs, and ``gradflow.run_config`` calls
 ``enable_once()`` (the environment's choice, unless ``enable()`` already ran); ``import gradflow``
@@ -113,6 +115,18 @@ def check_private(directory: Path) -> None:
             f"compile cache {directory} {why}, so others could make gradflow run their code; "
             f"run chmod 700 on it, choose another with --compile-cache DIR, or use --no-compile-cache"
         )
+    foreign = sorted(p.name for p in directory.iterdir() if not _is_cache_file(p.name))
+    if foreign:  # the size bound deletes *-cache / *-atime files there: never a folder of yours
+        raise CacheDirError(
+            f"compile cache {directory} holds files that are not compiled programs ({foreign[0]}"
+            f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); the cache deletes old "
+            f"entries there, so give it an empty or new folder with --compile-cache DIR"
+        )
+
+
+def _is_cache_file(name: str) -> bool:
+    """A file the cache itself writes: an entry, its access time, its lock, gradflow's marker."""
+    return name.endswith((_ENTRY, _ATIME)) or name in (".lockfile", NEVER_HITS_MARKER)
 
 
 def _count(event: str, **_kwargs) -> None:
