@@ -1,4 +1,4 @@
-"""`gradflow run configs/compare_cells.yaml`: wall time, and how much of it is XLA compilation.
+"""`gradflow run compare_cells`: wall time, and how much of it is XLA compilation.
 
 Prints, medians over --repeat fresh processes: the end-to-end wall time of the
 CLI (interpreter start-up and imports included), the in-process run time, the

@@ -1,6 +1,6 @@
 """The persistent compile cache on the README's main job: cold vs warm fresh processes.
 
-Each repetition runs ``gradflow run configs/compare_cells.yaml`` (full size unless --quick) twice in
+Each repetition runs ``gradflow run compare_cells`` (full size unless --quick) twice in
 fresh processes on one new, empty cache directory: cold (the cache is empty) and warm (the second
 process finds what the first compiled). Prints medians of the wall time (interpreter start-up and
 imports included), of the compile seconds and the cache hits from summary.json, and the warm/cold
@@ -70,7 +70,7 @@ def main():
 
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     name = "compare_cells (quick)" if quick else "compare_cells"
-    print(f"gradflow run configs/compare_cells.yaml{' --quick' if quick else ''}: {name}, "
+    print(f"gradflow run compare_cells{' --quick' if quick else ''}: {name}, "
           f"median of {args.repeat} fresh-process pairs on an empty cache directory")  # fmt: skip
     for label, rows in (("cold (empty cache)", cold), ("warm (2nd process)", warm)):
         print(f"  {label}: wall {med(rows, 'wall'):6.2f} s, compiling {med(rows, 'compile'):6.2f} s, "

@@ -48,7 +48,7 @@ def test_the_required_configs_are_shipped_with_a_header():
     assert {p.stem for p in CONFIGS} >= REQUIRED
     for path in CONFIGS:
         info = _header(path)
-        assert info.get("command") == f"gradflow run configs/{path.name}", path.name
+        assert info.get("command") == f"gradflow run {path.stem}", path.name
         assert "s on a 2-core laptop CPU" in info.get("runtime", ""), path.name
         assert len(info.get("figure", "")) > 40, path.name
         cfg = experiment.load_config(path)

@@ -8,7 +8,7 @@ the key path, the value and what was expected. A cell ``label`` may hold
 ``--quick`` and ``--set`` (defaults included), so a label never states a size
 the run did not use. Example config::
 
-    # command: gradflow run configs/compare_cells.yaml  (~10 s on a laptop CPU;
+    # command: gradflow run compare_cells  (~10 s on a laptop CPU;
     # the figure shows log10 ||dL/dh_t|| against t, one line per cell)
     name: compare_cells
     cells:

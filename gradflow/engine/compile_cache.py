@@ -20,7 +20,7 @@ changes nothing. From Python::
 
     import gradflow
     gradflow.compile_cache.enable()             # or enable("/tmp/jaxcache"); enable(enabled=False): off
-    summary = gradflow.run_config("configs/compare_cells.yaml", "/tmp/cc")
+    summary = gradflow.run_config("compare_cells", "/tmp/cc")
     summary["compile_cache"]                    # {"dir", "requests", "hits", "misses", ...}
 
 A cache can also never hit: on some AVX-512 CPUs the XLA:CPU loader rejects every entry it wrote

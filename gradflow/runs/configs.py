@@ -41,7 +41,7 @@ def load_config(path: str | os.PathLike, overrides=(), *, quick: bool = False) -
 
     Example::
 
-        cfg = load_config("configs/compare_cells.yaml", ["inputs.steps=50"], quick=True)
+        cfg = load_config("compare_cells", ["inputs.steps=50"], quick=True)
     """
     return cfgmod.load_config(path, overrides, quick, registries=REGISTRIES)
 
