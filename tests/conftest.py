@@ -10,6 +10,20 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 
+# The slow tier (``pytest -m slow``; plain ``pytest`` leaves it out, see pyproject): besides tests
+# marked by hand, every test that needs a shipped config run or the claims report (minutes each) and
+# the notebooks (each runs in a fresh kernel).
+SLOW_FIXTURES = {"report", "config_run"}
+SLOW_FILES = {"test_notebooks.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _no_compile_cache(tmp_path_factory):
     """The suite compiles afresh and never writes ``~/.cache``: the persistent compile cache is off
