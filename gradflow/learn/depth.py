@@ -1,4 +1,5 @@
-"""A depth stack (``residual``, ``plain``) as a trainable feed-forward model: the pieces ``Model`` uses.
+"""A depth stack (``residual``, ``plain``) as a trainable feed-forward model: the pieces ``Model`` uses,
+and ``least_squares_ratio``, the linear reference score a trained stack is read against.
 
 ``Model(cells.get("residual", width=D, depth=L), output_size)`` reads one input per example::
 
