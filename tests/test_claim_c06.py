@@ -1,20 +1,16 @@
 """C6 (slide A8): residual vs plain gradient per layer and 128-layer training; the verdict is measured.
 
-References: the per-layer machinery of the experiment (one padded stack, loss on the layer-L
-output, residual branch scale folded into the weights) against the genuine depth-L residual
-cell (``jax.jacrev`` and ``gradient_flow``), and against the closed form of a linear plain stack
-with orthogonal weights; the quick ratios against infinite-width mean field.
+References: the quick ratios against infinite-width mean field. The per-layer machinery
+(``gradflow.measure.stack_gradients``) has its own references in ``tests/test_depth_gradients.py``.
 """
 
 import json
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradflow import cells, claims, gradient_flow, unroll
+from gradflow import claims
 
 
 @pytest.fixture(scope="module")
@@ -66,40 +62,3 @@ def test_verdict_flips_when_a_criterion_is_tightened(quick, c06):
     verdict, text = c06.verdict(numbers, {**criteria, "keep_decades": plain + 0.01})
     assert verdict == "reproduced under conditions"
     assert "plain keeps the gradient" in text
-
-
-@pytest.mark.parametrize("norm", [None, "batch"])
-def test_padded_stack_equals_the_depth_L_residual_cell(c06, norm):
-    width, batch, lmax, depth = 6, 4, 9, 5
-    rng = np.random.default_rng(0)
-    x0 = jnp.asarray(rng.standard_normal((batch, width)), jnp.float32)
-    r = jnp.asarray(rng.standard_normal((batch, width)), jnp.float32)
-    cell = c06.padded_cell("residual", width, lmax, norm)
-    base = c06.base_params(width, lmax, c06._key(3))
-    log10 = np.asarray(
-        c06.layer_log10(cell, c06.padded_params(cell, "residual", 1.0, depth, base), x0, r, depth)
-    )
-    genuine = cells.get("residual", width=width, depth=depth, norm=norm)  # alpha = 1/sqrt(depth)
-    params = jax.tree_util.tree_map(lambda a: a[:depth], dict(cell.init(c06._key(0), width), **base))
-    jac = jax.jacrev(lambda x: unroll(genuine, params, x, None)[0])(x0)  # [B, D, B, D]
-    g0 = np.einsum("bd,bdce->ce", np.asarray(r, np.float64), np.asarray(jac, np.float64))
-    assert log10[0] == pytest.approx(np.log10(np.linalg.norm(g0)), abs=1e-5)
-    flow = gradient_flow(genuine, params, x0, None, lambda ys, h: jnp.sum(h * r))
-    np.testing.assert_allclose(log10[: depth + 1], np.asarray(flow.total_log10_norms), atol=1e-5)
-    assert log10[depth] == pytest.approx(np.log10(np.linalg.norm(np.asarray(r))), abs=1e-6)
-    assert np.isnan(log10[depth + 1 :]).all()
-
-
-def test_linear_orthogonal_plain_stack_matches_the_closed_form(c06):
-    width, batch, lmax, depth, rho = 8, 3, 12, 7, 0.8
-    rng = np.random.default_rng(1)
-    q = np.linalg.qr(rng.standard_normal((lmax, width, width)))[0]
-    params = {"w": jnp.asarray(rho * q), "b": jnp.zeros((lmax, width))}
-    cell = cells.get("plain", width=width, depth=lmax, activation="linear", dtype="float64")
-    r = rng.standard_normal((batch, width))
-    log10 = np.asarray(
-        c06.layer_log10(cell, params, jnp.asarray(rng.standard_normal((batch, width))), r, depth)
-    )
-    expected = np.log10(np.linalg.norm(r)) + (depth - np.arange(depth + 1)) * np.log10(rho)
-    np.testing.assert_allclose(log10[: depth + 1], expected, atol=1e-10)
-    assert np.isnan(log10[depth + 1 :]).all()

@@ -220,9 +220,7 @@ STILL_LONG = {
     "gradflow.figures.plots": 456,
     "gradflow.runs.train_experiment": 432,
     "gradflow.theory": 438,
-    "gradflow.experiments.c06_residual": 293,
     "gradflow.experiments.c14_architectures": 335,
-    "gradflow.experiments.c11_stacked": 166,
 }
 
 

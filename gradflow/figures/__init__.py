@@ -1,5 +1,9 @@
-"""A run directory's figures, drawn from its files alone (``gradflow plot``); plot functions in ``plots``."""
+"""A run directory's figures, drawn from its files alone (``gradflow plot``); plot functions in ``plots``;
+figures of depth stacks (residual vs plain, stacked LSTMs) in ``depth``."""
 
+from gradflow.figures.depth import loss_ratio_curves as loss_ratio_curves
+from gradflow.figures.depth import residual_vs_plain as residual_vs_plain
+from gradflow.figures.depth import variant_curves as variant_curves
 from gradflow.figures.measure import CRITICAL as CRITICAL
 from gradflow.figures.measure import MAX_LINES as MAX_LINES
 from gradflow.figures.measure import NAMES as NAMES

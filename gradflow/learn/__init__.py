@@ -1,4 +1,5 @@
-"""Learned models beyond a cell and a readout: encoder-decoder and CNN-LSTM, built on the ``Cell`` seam.
+"""Learned models beyond a cell and a readout: encoder-decoder, CNN-LSTM, a stacked LSTM with dropout
+on chosen edges, built on the ``Cell`` seam; the linear reference score of a feed-forward task.
 
 Example::
 
@@ -10,6 +11,8 @@ Example::
 from gradflow.learn.cnn_lstm import CNNLSTM as CNNLSTM
 from gradflow.learn.cnn_lstm import FrameEncoder as FrameEncoder
 from gradflow.learn.cnn_lstm import blob_frames as blob_frames
+from gradflow.learn.depth import least_squares_ratio as least_squares_ratio
+from gradflow.learn.dropout import dropout_lstm_stack as dropout_lstm_stack
 from gradflow.learn.seq2seq import Seq2Seq as Seq2Seq
 from gradflow.learn.seq2seq import copy_batch as copy_batch
 from gradflow.learn.seq2seq import fit_copy as fit_copy

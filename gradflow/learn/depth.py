@@ -1,4 +1,5 @@
-"""A depth stack (``residual``, ``plain``) as a trainable feed-forward model: the pieces ``Model`` uses.
+"""A depth stack (``residual``, ``plain``) as a trainable feed-forward model: the pieces ``Model`` uses,
+and ``least_squares_ratio``, the linear reference score a trained stack is read against.
 
 ``Model(cells.get("residual", width=D, depth=L), output_size)`` reads one input per example::
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import math
 
 import jax
+import numpy as np
 
+from gradflow.learn.batches import Task
 from gradflow.seam import Cell
 
 PROJECTIONS = ("fixed", "learned")
@@ -44,3 +47,19 @@ def check_projection(projection: str) -> str:
     if projection not in PROJECTIONS:
         raise ValueError(f"unknown projection {projection!r}; choose from {list(PROJECTIONS)}")
     return projection
+
+
+def least_squares_ratio(task: Task, examples: int) -> float:
+    """MSE / var(y) of the best affine map ``x -> y`` (linear least squares with an intercept) on
+    ``task.sample(key(0), examples)`` (``xs: [1, N, I]``, ``ys: [1, N, 1]``; for ``teacher`` with
+    ``N = examples``: its whole fixed set), in float64: the linear reference a trained deep stack's
+    score is read against (1: no better than the mean).
+
+    Example::
+
+        least_squares_ratio(tasks.get("teacher", examples=64), 64)    # ~0.1
+    """
+    batch = task.sample(jax.random.key(0), examples)
+    x1 = np.c_[np.asarray(batch.xs[0], np.float64), np.ones(examples)]
+    y = np.asarray(batch.ys[0, :, 0])
+    return float(np.mean((x1 @ np.linalg.lstsq(x1, y, rcond=None)[0] - y) ** 2) / np.var(y))

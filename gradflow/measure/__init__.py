@@ -1,9 +1,13 @@
 """Measures of gradient flow: pure functions of a cell, its params and inputs, returning data.
 
 ``gradient_flow`` (per-step gradient norms in one backward pass), ``decay_fit``, local Jacobians and
-their products, the Lyapunov spectrum, the path decomposition of residual stacks.
+their products, the Lyapunov spectrum, the path decomposition of residual stacks, the gradient per
+layer of depth stacks at init (``stack_gradients``).
 """
 
+from gradflow.measure.depth import input_output_log10_ratios as input_output_log10_ratios
+from gradflow.measure.depth import layer_log10_norms as layer_log10_norms
+from gradflow.measure.depth import stack_gradients as stack_gradients
 from gradflow.measure.fit import DecayFit as DecayFit
 from gradflow.measure.fit import decay_fit as decay_fit
 from gradflow.measure.fit import finite_ends as finite_ends
