@@ -221,7 +221,6 @@ STILL_LONG = {
     "gradflow.runs.train_experiment": 432,
     "gradflow.theory": 438,
     "gradflow.experiments.c06_residual": 293,
-    "gradflow.experiments.c14_architectures": 335,
     "gradflow.experiments.c11_stacked": 166,
 }
 

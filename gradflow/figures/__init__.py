@@ -1,5 +1,6 @@
 """A run directory's figures, drawn from its files alone (``gradflow plot``); plot functions in ``plots``."""
 
+from gradflow.figures.architectures import architectures_figure as architectures_figure
 from gradflow.figures.measure import CRITICAL as CRITICAL
 from gradflow.figures.measure import MAX_LINES as MAX_LINES
 from gradflow.figures.measure import NAMES as NAMES
