@@ -1,4 +1,5 @@
-"""A run directory's figures, drawn from its files alone (``gradflow plot``); plot functions in ``plots``."""
+"""A run directory's figures, drawn from its files alone (``gradflow plot``); plot functions in ``plots``;
+the slides' architectures (claim C14) from their numbers in ``architectures``."""
 
 from gradflow.figures.architectures import architectures_figure as architectures_figure
 from gradflow.figures.measure import CRITICAL as CRITICAL
