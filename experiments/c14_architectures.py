@@ -24,30 +24,19 @@ directly), ``||dL/dcarry_t||`` (``gradient_flow`` over the LSTM part), and an LS
 flattened pixels (no CNN). The frame gradient crosses the CNN once, not once per step, so its decay
 rate over frames should be the LSTM's.
 
-Data come from numpy (seeded), params from ``jax.random.key(seed)``; one compiled program per
-source length and one for the CNN-LSTM (compiles dominate the run time on CPU). Everything runs
-in float32 under ``jax.enable_x64(False)``, so the numbers do not depend on the caller's x64
-setting (the tests turn x64 on globally).
+Runs and measures: ``gradflow.engine.architectures`` (one compiled program per source length, one
+for the CNN-LSTM); figure: ``gradflow.figures.architectures``. Everything runs in float32 under
+``jax.enable_x64(False)``: the numbers do not depend on the caller's x64 setting.
 """
 
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from matplotlib.ticker import MaxNLocator
 
-from gradflow import cells, decay_fit, plots
-from gradflow.learn import (
-    CNNLSTM,
-    FrameEncoder,
-    Seq2Seq,
-    blob_frames,
-    copy_batch,
-    fit_copy,
-    needed_position,
-    random_tokens,
-)
+from gradflow import cells
+from gradflow.engine.architectures import cnn_lstm_gradients, seq2seq_reversal
+from gradflow.figures import architectures_figure
+from gradflow.learn import CNNLSTM, FrameEncoder, Seq2Seq
 
 CRITERIA = {
     # decades: reversed minus normal, mean log10 ||dL_j/dx_src(j)|| over the first FIRST targets at
@@ -61,8 +50,10 @@ CRITERIA = {
     "min_frame_log10": -30.0,
 }
 SYMBOLS, HIDDEN, FIRST = 8, 64, 3  # FIRST: "the first few target tokens"
-TRAIN_BATCH, GRAD_BATCH, EVAL_BATCH, LEARNING_RATE = 64, 64, 512, 3e-3
-GRAD_DATA, EVAL_DATA, FRAME_DATA = 1, 2, 3  # numpy seeds (the training data: 100 + seed)
+# the copy task's sizes and numpy data seeds (training data: 100 + seed); the frames' seed
+COPY = {"learning_rate": 3e-3, "train_batch": 64, "grad_batch": 64, "eval_batch": 512, "grad_data": 1,
+        "eval_data": 2, "first": FIRST}  # fmt: skip
+FRAME_DATA = 3
 FRAME = (8, 8, 1)
 LSTM = cells.get("lstm", hidden_size=HIDDEN, forget_bias=1.0, dtype="float32")
 SEQ2SEQ = Seq2Seq(LSTM, LSTM, SYMBOLS)
@@ -76,150 +67,22 @@ def settings(quick: bool) -> dict:
     return {"lengths": [10, 20], "seeds": 3, "steps": 800, "frames": 60, "cnn_seeds": 3, "cnn_batch": 32}
 
 
-@jax.jit
-def _seq2seq_program(seeds, reverse, train_src, grad_src, eval_src):
-    """All runs of one source length (``lax.map``, not vmap: a vmapped orthogonal init hung XLA:CPU
-    here): init, Adam, held-out loss/accuracy, per-position gradients and encoder flow."""
-
-    def measure(params, rev):
-        batch = copy_batch(grad_src, SYMBOLS, rev)
-        grads, err = SEQ2SEQ.position_log10_grads(params, *batch)
-        return {"grads": grads, "err": err, "flow": SEQ2SEQ.encoder_flow(params, *batch).total_log10_norms}
-
-    def one(args):
-        seed, rev, src = args
-        p0 = SEQ2SEQ.init(jax.random.key(seed))
-        p, curve = fit_copy(SEQ2SEQ, p0, src, rev, LEARNING_RATE)
-        loss, acc = SEQ2SEQ.losses(p, *copy_batch(eval_src, SYMBOLS, rev))
-        return {
-            "curve": curve,
-            "loss": loss,
-            "acc": acc,
-            "init": measure(p0, rev),
-            "trained": measure(p, rev),
-        }
-
-    return jax.lax.map(one, (seeds, reverse, train_src))
-
-
-def _summary(values: np.ndarray) -> dict:
-    """Median over seeds of per-target values ``[seeds, S]``, and its first/last/all means."""
-    med = np.median(values, axis=0)
-    means = {
-        f"{k}_mean": float(np.mean(v))
-        for k, v in (("first", med[:FIRST]), ("last", med[-FIRST:]), ("all", med))
-    }
-    return {"median": med.tolist(), "per_seed": values.tolist(), **means}
-
-
-def _seq2seq(length: int, seeds: int, steps: int) -> dict:
-    """Train and measure both orders (a seed's two runs share init and data); medians over seeds."""
-    seed, rev = np.tile(np.arange(seeds, dtype=np.int32), 2), np.repeat(np.array([False, True]), seeds)
-    train_src = np.stack([random_tokens(100 + int(s), (steps, TRAIN_BATCH, length), SYMBOLS) for s in seed])
-    grad_src, eval_src = (
-        random_tokens(d, (n, length), SYMBOLS) for d, n in ((GRAD_DATA, GRAD_BATCH), (EVAL_DATA, EVAL_BATCH))
-    )
-    res = _seq2seq_program(jnp.asarray(seed), jnp.asarray(rev), train_src, grad_src, eval_src)
-    res = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), res)
-    out, j, orders = (
-        {"length": length, "seeds": seeds, "steps": steps},
-        np.arange(length),
-        (("normal", False), ("reversed", True)),
-    )
-    for when in ("init", "trained"):
-        row, r = {}, res[when]
-        for name, rv in orders:
-            needed = r["grads"][rev == rv][:, j, needed_position(length, rv)]  # [seeds, S]
-            row[name] = {"gradient": _summary(needed), "per_error": _summary(needed - r["err"][rev == rv])}
-        for q, suffix in (("gradient", ""), ("per_error", "_per_error")):
-            for part in ("first", "last", "all"):
-                row[f"{part}_gain{suffix}"] = (
-                    row["reversed"][q][f"{part}_mean"] - row["normal"][q][f"{part}_mean"]
-                )
-        # path length saved for the first targets: S (normal) - (2j + 1) (reversed), averaged
-        row["first_gain_per_step"] = row["first_gain"] / (length - float(np.mean(2 * j[:FIRST] + 1)))
-        med = {name: np.median(r["flow"][rev == rv], axis=0) for name, rv in orders}
-        row["encoder_flow"] = {
-            n: {"log10": m.tolist(), "first_step_vs_vector": float(m[1] - m[-1])} for n, m in med.items()
-        }
-        out[when] = row
-    training, ln_k = {}, float(np.log(SYMBOLS))
-    for name, rv in orders:
-        ratio = res["loss"][rev == rv].mean(axis=1) / ln_k
-        training[name] = {
-            "final_ratio_seeds": ratio.tolist(),
-            "final_ratio": float(np.median(ratio)),
-            "accuracy": float(np.median(res["acc"][rev == rv].mean(axis=1))),
-            "accuracy_by_position": np.median(res["acc"][rev == rv], axis=0).tolist(),
-            "curve": (
-                np.median(res["curve"][rev == rv], axis=0)[:: max(1, steps // 50)] / np.log(SYMBOLS)
-            ).tolist(),
-        }
-    training["loss_gain"] = training["normal"]["final_ratio"] - training["reversed"]["final_ratio"]
-    pairs = zip(
-        training["normal"]["final_ratio_seeds"], training["reversed"]["final_ratio_seeds"], strict=True
-    )
-    training["reversed_better_seeds"] = sum(r <= n for n, r in pairs)
-    return {**out, "training": training}
-
-
-@jax.jit
-def _cnn_program(seeds, frames, labels):
-    """At init, per seed: per-frame and per-input gradients of both models, the CNN-LSTM's carry flow."""
-    window = (3, frames.shape[1] - 3)  # steps back 3..T-3: away from the loss and from t = 0
-
-    def one(args):
-        seed, x, y = args
-        out = {}
-        for name, model in MODELS.items():
-            params = model.init(jax.random.key(seed), FRAME)
-            g_frames, g_inputs = model.input_log10_grads(params, x, y)
-            out[name] = {"frames": g_frames, "frame_rate": decay_fit(g_frames, window).rate,
-                         "input_rate": decay_fit(g_inputs, window).rate}  # fmt: skip
-            if model.encoder is not None:
-                res = model.carry_flow(params, x, y, fit_window=window)
-                out[name].update(carry=res.total_log10_norms, carry_rate=res.total_fit.rate)
-        return out
-
-    return jax.lax.map(one, (seeds, frames, labels))
-
-
-def _cnn_lstm(frames_n: int, seeds: int, batch: int) -> dict:
-    """CNN-LSTM and LSTM-on-pixels gradients at init over ``frames_n`` frames; medians over seeds."""
-    data = [blob_frames(FRAME_DATA + 10 * s, frames_n, batch, FRAME) for s in range(seeds)]
-    res = _cnn_program(
-        jnp.arange(seeds, dtype=jnp.int32), np.stack([d[0] for d in data]), np.stack([d[1] for d in data])
-    )
-    res = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), res)
-    out = {"frames": frames_n, "seeds": seeds, "batch": batch, "fit_window": [3, frames_n - 3]}
-    for name, r in res.items():
-        out[name] = {
-            "frame_log10": np.median(r["frames"], axis=0).tolist(),
-            "frame_log10_seeds": r["frames"].tolist(),
-            **{k: float(np.median(r[k])) for k in ("frame_rate", "input_rate")},
-            "min_frame_log10": float(np.min(r["frames"])),
-            "all_finite": bool(np.all(np.isfinite(r["frames"]))),
-        }
-        if "carry" in r:
-            out[name]["carry_log10"] = np.median(r["carry"], axis=0).tolist()
-            out[name]["carry_log10_seeds"] = r["carry"].tolist()
-            out[name]["carry_rate"] = float(np.median(r["carry_rate"]))
-    c, p = out["cnn_lstm"], out["lstm_pixels"]  # rates relative to the rate compared against
-    out["frame_vs_features"] = abs(c["frame_rate"] - c["input_rate"]) / abs(c["input_rate"])
-    out["frame_vs_carry"] = abs(c["frame_rate"] - c["carry_rate"]) / abs(c["carry_rate"])
-    out["cnn_vs_pixels"] = abs(c["frame_rate"] - p["frame_rate"]) / abs(p["frame_rate"])
-    return out
-
-
-# ------------------------------------------------------------------------------------------ running
 def run(out: Path, quick: bool) -> dict:
     """Seq2seq (each source length, both orders) and CNN-LSTM; figure ``out/c14.png``."""
+    cfg = settings(quick)
     with jax.enable_x64(False):
-        cfg = settings(quick)
-        seq = {f"S={S}": _seq2seq(S, cfg["seeds"], cfg["steps"]) for S in cfg["lengths"]}
-        cnn = _cnn_lstm(cfg["frames"], cfg["cnn_seeds"], cfg["cnn_batch"])
+        seq = {
+            f"S={S}": seq2seq_reversal(SEQ2SEQ, S, cfg["seeds"], cfg["steps"], **COPY) for S in cfg["lengths"]
+        }
+        cnn = cnn_lstm_gradients(
+            MODELS, FRAME, cfg["frames"], cfg["cnn_seeds"], cfg["cnn_batch"], data_seed=FRAME_DATA
+        )
+    c, p = cnn["cnn_lstm"], cnn["lstm_pixels"]  # rates relative to the rate compared against
+    cnn["frame_vs_features"] = abs(c["frame_rate"] - c["input_rate"]) / abs(c["input_rate"])
+    cnn["frame_vs_carry"] = abs(c["frame_rate"] - c["carry_rate"]) / abs(c["carry_rate"])
+    cnn["cnn_vs_pixels"] = abs(c["frame_rate"] - p["frame_rate"]) / abs(p["frame_rate"])
     out = Path(out)
-    _figure(seq, cnn, out / "c14")
+    architectures_figure(seq[list(seq)[-1]], cnn, out / "c14")  # the longest source length
     return {
         "settings": {**cfg, "hidden": HIDDEN, "symbols": SYMBOLS, "first_tokens": FIRST},
         "seq2seq": seq,
@@ -227,64 +90,6 @@ def run(out: Path, quick: bool) -> dict:
         "figure": str(out / "c14.png"),
         "runs": [],
     }
-
-
-def _figure(seq: dict, cnn: dict, path: Path) -> None:
-    """Three panels: needed-token gradient per target (longest S), encoder-step flow, CNN-LSTM frames."""
-    fig, axes = plots.figure(1, 3, size=(15.0, 4.4))
-    ax = axes[0]
-    key = list(seq)[-1]
-    s = seq[key]
-    j = np.arange(s["length"])
-    for i, name in enumerate(("normal", "reversed")):
-        st = plots.style(i)
-        for when, ls, mark in (("init", st["linestyle"], "o"), ("trained", "--", "s")):
-            ax.plot(
-                j,
-                s[when][name]["gradient"]["median"],
-                color=st["color"],
-                linestyle=ls,
-                marker=mark,
-                markersize=3,
-                label=f"{name} source, {when}",
-            )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(f"target position j ({key})")
-    ax.set_ylabel("log10 ||dL_j / dx_src(j)||")
-    ax.set_title("seq2seq: gradient to the needed source token", fontsize=plots.LABEL_SIZE)
-    ax.legend(fontsize=plots.LEGEND_SIZE)
-
-    ax = axes[1]
-    t = np.arange(s["length"] + 1)
-    for i, name in enumerate(("normal", "reversed")):
-        st = plots.style(i)
-        for when, ls in (("init", st["linestyle"]), ("trained", "--")):
-            ax.plot(t, s[when]["encoder_flow"][name]["log10"], color=st["color"], linestyle=ls,
-                    label=f"{name} source, {when}")  # fmt: skip
-    ax.axvline(s["length"], color="grey", linewidth=0.8)
-    ax.annotate('"deep vector"', (s["length"], ax.get_ylim()[0]), fontsize=plots.TICK_SIZE, ha="right",
-                va="bottom")  # fmt: skip
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("encoder step t (carry after t source tokens)")
-    ax.set_ylabel("log10 ||dL/dcarry_t||, total decoder loss")
-    ax.set_title("seq2seq: gradient reaching each encoder step", fontsize=plots.LABEL_SIZE)
-    ax.legend(fontsize=plots.LEGEND_SIZE)
-
-    ax = axes[2]
-    T = cnn["frames"]
-    c, px = cnn["cnn_lstm"], cnn["lstm_pixels"]
-    st = [plots.style(i) for i in range(3)]
-    ax.plot(np.arange(T), c["frame_log10"], color=st[0]["color"], linestyle=st[0]["linestyle"],
-            label=f"CNN-LSTM: dL/dframe_t (rate {c['frame_rate']:+.3f}/step)")  # fmt: skip
-    ax.plot(np.arange(-1, T), c["carry_log10"], color=st[1]["color"], linestyle=st[1]["linestyle"],
-            label=f"CNN-LSTM: dL/dcarry after frame t (rate {c['carry_rate']:+.3f}/step)")  # fmt: skip
-    ax.plot(np.arange(T), px["frame_log10"], color=st[2]["color"], linestyle=st[2]["linestyle"],
-            label=f"LSTM on pixels, no CNN: dL/dframe_t (rate {px['frame_rate']:+.3f}/step)")  # fmt: skip
-    ax.set_xlabel(f"frame t (loss after frame {T - 1})")
-    ax.set_ylabel("log10 gradient norm")
-    ax.set_title("CNN-LSTM at init: gradient per frame", fontsize=plots.LABEL_SIZE)
-    ax.legend(fontsize=plots.LEGEND_SIZE - 1)
-    plots.save_figure(fig, path, ("png",), dpi=110)
 
 
 def verdict(numbers: dict, criteria: dict):

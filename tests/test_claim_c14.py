@@ -53,7 +53,7 @@ def test_per_position_gradient_is_plain_autodiff(c14):
     seq = result.numbers["seq2seq"]["S=10"]
     with jax.enable_x64(False):
         params = jax.jit(module.SEQ2SEQ.init)(jax.random.key(0))  # seed 0 at init (jit: one compile)
-        src = random_tokens(module.GRAD_DATA, (module.GRAD_BATCH, S), module.SYMBOLS)
+        src = random_tokens(module.COPY["grad_data"], (module.COPY["grad_batch"], S), module.SYMBOLS)
         prev = np.concatenate([np.full((src.shape[0], 1), module.SYMBOLS), src[:, :-1]], axis=1)
         x_dec = jax.nn.one_hot(prev.T, module.SYMBOLS + 1, dtype=jnp.float32)
         grad = jax.jit(jax.grad(_target_loss, argnums=1))  # j traced: one compile

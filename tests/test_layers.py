@@ -220,7 +220,6 @@ STILL_LONG = {
     "gradflow.figures.plots": 456,
     "gradflow.runs.train_experiment": 432,
     "gradflow.theory": 438,
-    "gradflow.experiments.c14_architectures": 335,
 }
 
 

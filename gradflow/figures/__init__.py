@@ -1,6 +1,8 @@
 """A run directory's figures, drawn from its files alone (``gradflow plot``); plot functions in ``plots``;
-figures of depth stacks (residual vs plain, stacked LSTMs) in ``depth``."""
+figures of depth stacks (residual vs plain, stacked LSTMs) in ``depth``; the slides' architectures
+(claim C14) from their numbers in ``architectures``."""
 
+from gradflow.figures.architectures import architectures_figure as architectures_figure
 from gradflow.figures.depth import loss_ratio_curves as loss_ratio_curves
 from gradflow.figures.depth import residual_vs_plain as residual_vs_plain
 from gradflow.figures.depth import variant_curves as variant_curves
