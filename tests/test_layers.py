@@ -217,7 +217,6 @@ def test_the_tree_keeps_its_layers():
 STILL_LONG = {
     "gradflow.figures.plots": 456,
     "gradflow.runs.train_experiment": 432,
-    "gradflow.theory": 438,
     "experiments.c06_residual": 293,
     "experiments.c14_architectures": 335,
     "experiments.c11_stacked": 166,
