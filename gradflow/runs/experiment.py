@@ -11,9 +11,6 @@ same command after an interrupt resumes where it stopped.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from pathlib import Path
 
@@ -24,14 +21,14 @@ from gradflow import cells, figures, theory
 from gradflow import config as cfgmod
 from gradflow.engine import compile_cache, sweep
 from gradflow.measure.fit import finite_ends
-from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, provenance, write_npz
+from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, write_npz
 from gradflow.runs import train_experiment
 from gradflow.runs.configs import REGISTRIES as REGISTRIES
 from gradflow.runs.configs import build_cell as build_cell
 from gradflow.runs.configs import load_config as load_config
 from gradflow.runs.layout import FIGURE_STEMS as FIGURE_STEMS
 from gradflow.runs.layout import RESULT_FILES as RESULT_FILES
-from gradflow.runs.layout import load_parts, result_files, unfinished
+from gradflow.runs.layout import load_parts, result_files, unfinished, write_results
 
 __all__ = ["PARTS", "RunDirError", "atomic_write", "json_number", "plan", "run_config", "run_experiment"]
 
@@ -255,58 +252,38 @@ def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
             row += 1
     for key in [k for k in arrays if "log10_norms" in k]:
         arrays[key.replace("log10_norms", "norms")] = np.power(10.0, arrays[key].astype(np.float64))
-    write_npz(out / "results.npz", arrays)
-    _write_csv(out, runs, arrays, parts)
     runs = [r | {"cell_options": o, "fit": f} for r, o, f in zip(runs, resolved, fits, strict=True)]
     curves = figures.curves(runs, arrays)
     run = figures.Run(cfg.name, runs, arrays, {k: list(v) for k, v in cfg.sweep.grid.items()})
     drawn = figures.draw([run], out, cfg.output.formats)
-    summary = {
-        "name": cfg.name,
-        "runs": runs,
-        "settings": [
-            {
-                "label": c["label"],
-                "median_rate": c["rate"],
-                "median_half_life": c["half_life"],
-                "median_log10_first_last_ratio": c["ratio"],
-                "theory_rate": json_number(c["theory_rate"]),
-                "seeds": c["seeds"],
-            }
-            for c in curves
-        ],
-        "figures": [p.name for p in drawn],
-        **timing,
-        "resumed": resumed,
-        **provenance(source),
-    }
-    atomic_write(out / "config.yaml", cfgmod.dump_config(cfg).encode())
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
-    return summary
+    settings = [
+        {
+            "label": c["label"],
+            "median_rate": c["rate"],
+            "median_half_life": c["half_life"],
+            "median_log10_first_last_ratio": c["ratio"],
+            "theory_rate": json_number(c["theory_rate"]),
+            "seeds": c["seeds"],
+        }
+        for c in curves
+    ]
 
-
-def _write_csv(out: Path, runs, arrays, parts) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    point_keys = sorted({k for r in runs for k in r["point"]})
-    writer.writerow(["run_id", "label", "cell", "seed", *point_keys, "part", "t", "steps_back", "log10_norm"])
-    for i, run in enumerate(runs):
+    def rows(i, run):  # per carry part and step: t, steps back, log10 ||dL/dh_t||
         T = run["steps"]
-        point = [run["point"].get(k, "") for k in point_keys]
         for p in ["total", *parts]:
             log10 = arrays["total_log10_norms" if p == "total" else f"log10_norms_{p}"][i]
-            for t in range(T + 1):
-                writer.writerow(
-                    [
-                        run["run_id"],
-                        run["label"],
-                        run["cell"],
-                        run["seed"],
-                        *point,
-                        p,
-                        t,
-                        T - t,
-                        f"{log10[t]:.6g}",
-                    ]
-                )
-    atomic_write(out / "results.csv", buf.getvalue().encode())
+            yield from ([p, t, T - t, f"{log10[t]:.6g}"] for t in range(T + 1))
+
+    return write_results(
+        out,
+        cfg,
+        runs=runs,
+        arrays=arrays,
+        columns=("part", "t", "steps_back", "log10_norm"),
+        rows=rows,
+        settings=settings,
+        drawn=drawn,
+        timing=timing,
+        resumed=resumed,
+        source=source,
+    )

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
+from gradflow import config as cfgmod
 from gradflow import figures
-from gradflow.rundir import PARTS
+from gradflow.rundir import PARTS, atomic_write, provenance, write_npz
 
 RESULT_FILES = ("config.yaml", "results.npz", "results.csv", "summary.json")
+RUN_COLUMNS = ("run_id", "label", "cell", "seed")  # every results.csv row starts with these, then the point
 FIGURE_STEMS = (*figures.NAMES, "learning", "flow_heatmap", "flow_rate", "gates")
 
 
@@ -39,3 +45,50 @@ def unfinished(out: Path, groups: list[dict], progress=None):
                 progress(g_idx, len(groups), group["label"], skipped=True)
             continue
         yield g_idx, group
+
+
+def write_results(
+    out: Path,
+    cfg,
+    *,
+    runs: list[dict],
+    arrays: dict,
+    columns: Iterable[str],
+    rows: Callable[[int, dict], Iterable[list]],
+    settings: list[dict],
+    drawn: list[Path],
+    timing: dict,
+    resumed: bool,
+    source=None,
+    **fields,
+) -> dict:
+    """The one writer of a finished run directory, measuring or training; returns the summary.
+
+    ``results.npz`` holds ``arrays``; each ``results.csv`` row is ``RUN_COLUMNS``, the run's sweep
+    point (one column per swept key), then ``columns`` (``rows(i, run)`` yields run i's values);
+    ``config.yaml``; ``summary.json`` last (``name``, ``fields`` such as ``kind``, ``runs``,
+    ``settings``, the ``drawn`` figures, ``timing``, ``resumed``, provenance). Every file is written
+    atomically, so a reader never sees half of one.
+    """
+    write_npz(out / "results.npz", arrays)
+    point_keys = sorted({k for r in runs for k in r["point"]})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([*RUN_COLUMNS, *point_keys, *columns])
+    for i, run in enumerate(runs):
+        lead = [run[k] for k in RUN_COLUMNS] + [run["point"].get(k, "") for k in point_keys]
+        writer.writerows([*lead, *row] for row in rows(i, run))
+    atomic_write(out / "results.csv", buf.getvalue().encode())
+    summary = {
+        "name": cfg.name,
+        **fields,
+        "runs": runs,
+        "settings": settings,
+        "figures": [p.name for p in drawn],
+        **timing,
+        "resumed": resumed,
+        **provenance(source),
+    }
+    atomic_write(out / "config.yaml", cfgmod.dump_config(cfg).encode())
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    return summary

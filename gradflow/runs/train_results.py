@@ -7,19 +7,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import functools
 from pathlib import Path
 
 import numpy as np
 
-from gradflow import config as cfgmod
 from gradflow import figures
 from gradflow.engine import training
 from gradflow.measure.fit import finite_ends
-from gradflow.rundir import atomic_write, json_number, provenance, setting_key, write_npz
-from gradflow.runs.layout import load_parts
+from gradflow.rundir import json_number, setting_key
+from gradflow.runs.layout import load_parts, write_results
 
 
 def _pad(values: list[np.ndarray], fill) -> np.ndarray:
@@ -127,26 +124,25 @@ def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:
             )
             row += 1
     settings = _settings(results, cfg)
-    write_npz(out / "results.npz", arrays)
-    _write_csv(out, results, arrays)
     run = figures.Run(
         cfg.name, results, arrays, {k: list(v) for k, v in cfg.sweep.grid.items()}, kind="train"
     )
     drawn = figures.draw([run], out, cfg.output.formats)
-    summary = {
-        "name": cfg.name,
-        "kind": "train",
-        "task": {"name": cfg.task.name, "options": dict(cfg.task.options)},
-        "runs": results,
-        "settings": settings,
-        "figures": [p.name for p in drawn],
-        **timing,
-        "resumed": resumed,
-        **provenance(source),
-    }
-    atomic_write(out / "config.yaml", cfgmod.dump_config(cfg).encode())
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
-    return summary
+    return write_results(
+        out,
+        cfg,
+        kind="train",
+        task={"name": cfg.task.name, "options": dict(cfg.task.options)},
+        runs=results,
+        arrays=arrays,
+        columns=("step", "eval_loss", "eval_accuracy", "train_loss", "flow_rate", "baseline"),
+        rows=functools.partial(_csv_rows, arrays),
+        settings=settings,
+        drawn=drawn,
+        timing=timing,
+        resumed=resumed,
+        source=source,
+    )
 
 
 def _settings(results: list[dict], cfg) -> list[dict]:
@@ -177,45 +173,19 @@ def _settings(results: list[dict], cfg) -> list[dict]:
     return out
 
 
-def _write_csv(out: Path, results: list[dict], arrays: dict) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    point_keys = sorted({k for r in results for k in r["point"]})
-    writer.writerow(
-        [
-            "run_id",
-            "label",
-            "cell",
-            "seed",
-            *point_keys,
-            "step",
-            "eval_loss",
-            "eval_accuracy",
-            "train_loss",
-            "flow_rate",
-            "baseline",
+def _csv_rows(arrays: dict, i: int, run: dict):
+    """Run i's ``results.csv`` values, one row per evaluation: step, eval loss and accuracy, the
+    training loss at that step, the flow rate, the task's baseline."""
+    for e, step in enumerate(arrays["eval_step"][i]):
+        if not np.isfinite(step) or not np.isfinite(arrays["eval_loss"][i, e]):
+            continue
+        s = int(step)
+        train = arrays["train_loss"][i, s] if s < arrays["train_loss"].shape[1] else np.nan
+        yield [
+            s,
+            f"{arrays['eval_loss'][i, e]:.6g}",
+            f"{arrays['eval_accuracy'][i, e]:.6g}",
+            f"{train:.6g}",
+            f"{arrays['flow_rate'][i, e]:.6g}",
+            f"{run['baseline']:.6g}",
         ]
-    )
-    for i, run in enumerate(results):
-        point = [run["point"].get(k, "") for k in point_keys]
-        for e, step in enumerate(arrays["eval_step"][i]):
-            if not np.isfinite(step) or not np.isfinite(arrays["eval_loss"][i, e]):
-                continue
-            s = int(step)
-            train = arrays["train_loss"][i, s] if s < arrays["train_loss"].shape[1] else np.nan
-            writer.writerow(
-                [
-                    run["run_id"],
-                    run["label"],
-                    run["cell"],
-                    run["seed"],
-                    *point,
-                    s,
-                    f"{arrays['eval_loss'][i, e]:.6g}",
-                    f"{arrays['eval_accuracy'][i, e]:.6g}",
-                    f"{train:.6g}",
-                    f"{arrays['flow_rate'][i, e]:.6g}",
-                    f"{run['baseline']:.6g}",
-                ]
-            )
-    atomic_write(out / "results.csv", buf.getvalue().encode())
