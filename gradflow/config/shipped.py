@@ -31,17 +31,17 @@ def shipped_configs() -> dict[str, Path]:
 
 
 def resolve_config(source: str | os.PathLike) -> Path:
-    """The file ``source`` names: an existing path as it is, else the shipped config of that name.
+    """The file ``source`` names: an existing path, or a path in a folder other than ``configs/``,
+    as it is; else the shipped config of that name.
 
     Raises a one-line ``ConfigError`` naming the shipped configs when it is neither.
     """
     path = Path(source)
-    if path.exists():
-        return path
-    name = path.name.removesuffix(".yaml").removesuffix(".yml")
-    if path.parent in (Path("."), Path("configs")):  # a bare name, or the checkout-relative spelling
-        found = shipped_configs().get(name)
-        if found is not None:
-            return found
+    if path.exists() or path.parent not in (Path("."), Path("configs")):
+        return path  # a path elsewhere: reading it says what is wrong with it
+    # a bare name, or the checkout-relative spelling ``configs/NAME.yaml``
+    found = shipped_configs().get(path.name.removesuffix(".yaml").removesuffix(".yml"))
+    if found is not None:
+        return found
     names = ", ".join(shipped_configs())
     raise ConfigError(f"{source}: no such file, and not a shipped config (shipped: {names})")
