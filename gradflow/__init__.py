@@ -40,6 +40,7 @@ _PUBLIC = {
     "gradient_flow": ("gradflow.measure", "gradient_flow"),
     "local_jacobians": ("gradflow.measure", "local_jacobians"),
     "lyapunov_spectrum": ("gradflow.measure", "lyapunov_spectrum"),
+    "model_flow": ("gradflow.measure", "model_flow"),
     "pascanu_bound": ("gradflow.measure", "pascanu_bound"),
     "pascanu_bounds": ("gradflow.measure", "pascanu_bounds"),
     "path_decomposition": ("gradflow.measure", "path_decomposition"),

@@ -1,6 +1,7 @@
 """Measures of gradient flow: pure functions of a cell, its params and inputs, returning data.
 
-``gradient_flow`` (per-step gradient norms in one backward pass), ``decay_fit``, local Jacobians and
+``gradient_flow`` (per-step gradient norms in one backward pass), ``model_flow`` (the same for every
+recurrent layer of an unmodified Flax model), ``decay_fit``, local Jacobians and
 their products, the Lyapunov spectrum, the path decomposition of residual stacks, the gradient per
 layer of depth stacks at init (``stack_gradients``).
 """
@@ -21,5 +22,6 @@ from gradflow.measure.jacobians import pascanu_bounds as pascanu_bounds
 from gradflow.measure.jacobians import product_norms as product_norms
 from gradflow.measure.lyapunov import LyapunovSpectrum as LyapunovSpectrum
 from gradflow.measure.lyapunov import lyapunov_spectrum as lyapunov_spectrum
+from gradflow.measure.model import model_flow as model_flow
 from gradflow.measure.paths import PathDecomposition as PathDecomposition
 from gradflow.measure.paths import path_decomposition as path_decomposition

@@ -217,18 +217,22 @@ def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length
     if with_lp:
         grads = (grads, lp_grads)
 
+    finite = jnp.concatenate([_all_finite(carry0)[None], finite])
+    return _result(loss, grads, log10_norms, step_log10 if step_shares else None, finite, fit_window)
+
+
+def _result(loss, grads, log10_norms, step_log10, finite, fit_window) -> GradientFlow:
+    """A ``GradientFlow`` from the backward pass's outputs; ``finite: [T+1]`` says h_t is finite."""
+    length = finite.shape[0] - 1
     leaves = jax.tree_util.tree_leaves(log10_norms)
     total = 0.5 * jax.scipy.special.logsumexp(2.0 * LN10 * jnp.stack(leaves), axis=0) / LN10
-    finite = jnp.concatenate([_all_finite(carry0)[None], finite])
     t = jnp.arange(length + 1)
     nonfinite_step = jnp.min(jnp.where(finite, length + 1, t))
     bad_grad = jnp.isnan(total) | (total == jnp.inf)
     share = None
-    if step_shares:
+    if step_log10 is not None:
         share = jnp.exp((step_log10 - jnp.max(step_log10)) * LN10)
         share = share / jnp.sum(share)
-    else:
-        step_log10 = None
     return GradientFlow(
         loss=loss,
         norms=jax.tree_util.tree_map(lambda a: jnp.power(10.0, a).astype(a.dtype), log10_norms),
