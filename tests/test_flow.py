@@ -4,33 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cases import CELLS, LOSSES, make
+from cases import CELLS, LOSSES, brute_force_log10_norms, make
 from conftest import tree_allclose
 
 import gradflow
 from gradflow import cells
-
-
-def brute_force_log10_norms(cell, params, carry0, xs, loss_fn):
-    """One jax.grad per t (vmapped over t): the gradient w.r.t. a zero perturbation of h_t."""
-    length = jax.tree_util.tree_leaves(params if xs is None else xs)[0].shape[0]
-
-    def loss_with_eps(eps, t):
-        def body(carry, inp):
-            s, p_s, x = inp
-            carry = jax.tree_util.tree_map(lambda c, e: c + (s == t) * e, carry, eps)
-            return cell.step(params if p_s is None else p_s, carry, x)
-
-        stacked = params if cell.params_per_step else None
-        carry, ys = jax.lax.scan(body, carry0, (jnp.arange(length), stacked, xs))
-        carry = jax.tree_util.tree_map(lambda c, e: c + (t == length) * e, carry, eps)
-        return loss_fn(ys, carry)
-
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, carry0)
-    grads = jax.jit(jax.vmap(jax.grad(loss_with_eps), in_axes=(None, 0)))(zeros, jnp.arange(length + 1))
-    norm = lambda g: np.sqrt(np.sum(np.square(np.asarray(g)), axis=tuple(range(1, g.ndim))))  # noqa: E731
-    with np.errstate(divide="ignore"):  # an exactly zero gradient is -inf
-        return jax.tree_util.tree_map(lambda g: np.log10(norm(g)), grads)
 
 
 @pytest.mark.parametrize("loss", sorted(LOSSES))

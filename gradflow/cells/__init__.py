@@ -19,6 +19,7 @@ from gradflow.cells._combinators import dropout_inputs as dropout_inputs
 from gradflow.cells._combinators import stacked as stacked
 from gradflow.cells._depth import plain as plain
 from gradflow.cells._depth import residual as residual
+from gradflow.cells._equinox import from_equinox as from_equinox
 from gradflow.cells._gru import gru as gru
 from gradflow.cells._gru import mgu as mgu
 from gradflow.cells._layouts import from_linen_params as from_linen_params

@@ -47,7 +47,8 @@ def _first_leaf_dtype(tree, default=jnp.float32):
 
 
 def from_linen(module: linen.Module, input_size: int | None = None) -> Cell:
-    """Wrap a ``flax.linen`` recurrent cell (any ``RNNCellBase`` with ``initialize_carry``).
+    """Wrap a ``flax.linen`` recurrent cell (any ``RNNCellBase`` with ``initialize_carry``; an
+    ``nn.RNN`` layer gives its cell).
 
     * ``init(key, I)`` returns the variables dict ``{'params': ...}`` of
       ``module.init(key, carry, x)`` with a dummy ``x: [1, I]``.
@@ -66,6 +67,8 @@ def from_linen(module: linen.Module, input_size: int | None = None) -> Cell:
             f"from_linen: got the class {module.__name__}; "
             f"pass an instance such as {module.__name__}(features=64)"
         )
+    if isinstance(module, linen.RNN):  # the layer: its cell is what steps
+        module = module.cell
     if not isinstance(module, linen.Module) or not callable(getattr(module, "initialize_carry", None)):
         raise TypeError(
             "from_linen: expected a flax.linen recurrent cell (an RNNCellBase with initialize_carry), "
@@ -103,7 +106,8 @@ def _as_nnx_cell(owner: str, module) -> nnx.Module:
 
 
 def from_nnx(module_or_factory, input_size: int | None = None) -> Cell:
-    """Wrap a ``flax.nnx`` recurrent cell, given built or as ``factory(input_size, rngs)``.
+    """Wrap a ``flax.nnx`` recurrent cell, given built (an ``nnx.RNN`` gives its cell) or as
+    ``factory(input_size, rngs)``.
 
     * A built module: ``init(key, I)`` *ignores the key* and returns the
       module's current ``nnx.Param`` state (``I`` must match its ``in_features``).
@@ -130,6 +134,8 @@ def from_nnx(module_or_factory, input_size: int | None = None) -> Cell:
             f"from_nnx: got the class {name}; pass an instance or a factory such as "
             f"lambda input_size, rngs: nnx.{name}(input_size, 64, rngs=rngs)"
         )
+    if isinstance(module_or_factory, nnx.RNN):  # the layer: its cell is what steps
+        module_or_factory = module_or_factory.cell
     if isinstance(module_or_factory, nnx.Module):
         return _from_nnx_module(_as_nnx_cell("from_nnx", module_or_factory), input_size)
     _check_signature("from_nnx", "factory", module_or_factory, ("input_size", "rngs"))
@@ -215,9 +221,9 @@ def from_function(
     """Wrap a plain ``step(params, carry, x) -> (carry, y)`` as a ``Cell``.
 
     ``init`` is a function ``(key, input_size) -> params`` or a params pytree
-    (returned as is by ``init``). ``initial_carry`` is a function
-    ``batch_size -> carry`` (leaves ``[B, ...]``) or a carry pytree for *one*
-    example (leaves ``[...]``), broadcast to ``[B, ...]``.
+    (returned as is by ``init``; a callable pytree of arrays, such as an Equinox
+    module, is params). ``initial_carry`` is a function ``batch_size -> carry``
+    (leaves ``[B, ...]``) or a carry pytree for *one* example (leaves ``[...]``), broadcast to ``[B, ...]``.
 
     Example::
 
@@ -227,7 +233,7 @@ def from_function(
     """
     _check_signature("from_function", "step", step, ("params", "carry", "x"))
 
-    if callable(init):
+    if _is_function(init):
         _check_signature("from_function", "init", init, ("key", "input_size"))
         init_fn = init
     else:
@@ -238,7 +244,7 @@ def from_function(
         def init_fn(key, input_size):
             return params
 
-    if callable(initial_carry):
+    if _is_function(initial_carry):
         _check_signature("from_function", "initial_carry", initial_carry, ("batch_size",))
         carry_fn = initial_carry
     else:
@@ -250,6 +256,11 @@ def from_function(
             return jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (batch_size, *a.shape)), one)
 
     return Cell(init_fn, carry_fn, step, bias_convention="as the step function")
+
+
+def _is_function(value) -> bool:
+    """Callable and not a pytree of arrays (an Equinox module is callable, but it is params)."""
+    return callable(value) and not any(hasattr(a, "shape") for a in jax.tree_util.tree_leaves(value))
 
 
 def _check_pytree(name: str, tree, expected: str, allow_empty: bool = False):
