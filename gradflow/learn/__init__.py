@@ -1,5 +1,6 @@
 """Learned models beyond a cell and a readout: encoder-decoder, CNN-LSTM, a stacked LSTM with dropout
-on chosen edges, built on the ``Cell`` seam; the linear reference score of a feed-forward task.
+on chosen edges, built on the ``Cell`` seam; the linear reference score of a feed-forward task; the
+``Monitor`` of a user's own training loop.
 
 Example::
 
@@ -13,6 +14,11 @@ from gradflow.learn.cnn_lstm import FrameEncoder as FrameEncoder
 from gradflow.learn.cnn_lstm import blob_frames as blob_frames
 from gradflow.learn.depth import least_squares_ratio as least_squares_ratio
 from gradflow.learn.dropout import dropout_lstm_stack as dropout_lstm_stack
+from gradflow.learn.monitor import Detector as Detector
+from gradflow.learn.monitor import Monitor as Monitor
+from gradflow.learn.monitor import Thresholds as Thresholds
+from gradflow.learn.monitor import flow_stats as flow_stats
+from gradflow.learn.monitor import grad_norms as grad_norms
 from gradflow.learn.seq2seq import Seq2Seq as Seq2Seq
 from gradflow.learn.seq2seq import copy_batch as copy_batch
 from gradflow.learn.seq2seq import fit_copy as fit_copy

@@ -23,5 +23,6 @@ from gradflow.measure.jacobians import product_norms as product_norms
 from gradflow.measure.lyapunov import LyapunovSpectrum as LyapunovSpectrum
 from gradflow.measure.lyapunov import lyapunov_spectrum as lyapunov_spectrum
 from gradflow.measure.model import model_flow as model_flow
+from gradflow.measure.model import model_value_and_grad as model_value_and_grad
 from gradflow.measure.paths import PathDecomposition as PathDecomposition
 from gradflow.measure.paths import path_decomposition as path_decomposition
