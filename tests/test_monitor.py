@@ -293,6 +293,19 @@ def test_detector_on_growing_norms_nan_spikes_and_clipping():
     assert found == [
         "global gradient norm grew 2e3x over the last 190 updates; clip or lower the learning rate"
     ]
+    det = Detector(window=100)
+    for step in range(10):  # the gradient norm falls 1e4x; the loss with it (1e3x), then not at all
+        det.update(step, {"loss": 10.0 ** -(step / 3), "grad_norm": 10.0 ** -(step / 2)})
+    assert det.update(10, {"loss": 1e-3, "grad_norm": 1e-4})[-1] == (
+        "global gradient norm fell 1e4x over the last 10 updates, as the loss fell 1e3x"
+    )
+    det = Detector(window=100)
+    for step in range(10):
+        det.update(step, {"loss": 1.0, "grad_norm": 10.0 ** -(step / 2)})
+    assert det.update(10, {"loss": 0.8, "grad_norm": 1e-4})[-1] == (
+        "global gradient norm fell 1e4x over the last 10 updates, while the loss fell only 1.25x: "
+        "learning may have stalled (check the learning rate and saturated units)"
+    )
     found = Detector().update(0, {"loss": float("nan"), "grad_norm": float("inf")})
     assert found == ["update 0: the loss is nan and the gradient norm inf"]
     det = Detector()

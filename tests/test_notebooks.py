@@ -1,6 +1,7 @@
 """The tutorial notebooks run top to bottom, and are stored without outputs."""
 
 import json
+import math
 import pathlib
 import re
 
@@ -57,3 +58,30 @@ def test_notebook_runs_top_to_bottom(path, monkeypatch):
             if "image/png" in o.get("data", {})
         ]
         assert len(images) == 2  # the decay plot of your cell and the config's figure
+    if path.name == "02_watch_your_model.ipynb":
+        check_watch_your_model(text, nb)
+
+
+def check_watch_your_model(text, nb):
+    """The monitor notebook's printed words match its printed numbers, and training worked."""
+    rate, word = re.search(r"RNN_0: rate ([-+][\d.]+) per step, the gradient (\w+)", text).groups()
+    assert word == ("vanishes" if float(rate) < 0 else "grows")
+    final = float(re.search(r"final loss ([\d.]+) \(chance: ln 4", text).group(1))
+    assert final < 0.5 * 1.386  # it learned the task
+    for life, steps, reach in re.findall(
+        r"halves every ([\d.]+) steps; an error (\d+) steps back reaches the weights at ([\d.e-]+) of its",
+        text,
+    ):
+        assert (
+            abs(-int(steps) / float(life) * 0.30103 - math.log10(float(reach))) < 0.05
+        )  # reach = 2^(-T/half-life)
+    a, b, w1, w2 = re.search(
+        r"flow rate at update 0: ([-+][\d.]+), at update \d+: ([-+][\d.]+): the gradient (\w+).* -> (\w+)",
+        text,
+    ).groups()
+    assert w1 == ("vanishes" if float(a) < 0 else "grows") and w2 == ("vanishes" if float(b) < 0 else "grows")
+    assert re.search(r"(\d+) logged updates", text).group(1) == "60"  # every=10 over 600 updates
+    images = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})
+    ]
+    assert len(images) == 1  # the TensorBoard log, read back and plotted

@@ -87,7 +87,9 @@ class Thresholds:
         than this fraction of its size (``exp(rate * T)``, median rate over the window): 1e-3.
       explode_reach: it explodes when that factor exceeds this: 1e3.
       norm_growth: the global gradient norm grew (or fell) by at least this factor between the
-        smallest (largest) value in the window and the latest: 1e3.
+        smallest (largest) value in the window and the latest: 1e3. A fall is worded with the loss:
+        "as the loss fell ..x" when the loss fell 10x or more in the window, else "learning may
+        have stalled".
       clip_share: clipping is reported when it was active on at least this share of the window's
         updates: 0.5.
       spike_factor: a loss above this multiple of the window's median loss is a spike: 10.
@@ -106,6 +108,20 @@ def _size(x: float) -> str:
         mantissa, exponent = f"{x:.1e}".split("e")
         return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
     return f"{x:.3g}"
+
+
+def _loss_fall(recent) -> str:
+    """How the loss moved while the gradient norm fell: with it (fitting), or not (stalled)."""
+    losses = [r["loss"] for _, r in recent if math.isfinite(r.get("loss", math.nan))]
+    if not losses or losses[-1] <= 0 or max(losses) <= 0:
+        return ""
+    fall = max(losses) / losses[-1]
+    if fall >= 10:
+        return f", as the loss fell {_size(fall)}x"
+    return (
+        f", while the loss fell only {_size(fall)}x: learning may have stalled "
+        "(check the learning rate and saturated units)"
+    )
 
 
 class Detector:
@@ -204,8 +220,8 @@ class Detector:
                 )
             elif latest > 0 and high / latest >= th.norm_growth:
                 found.append(
-                    f"global gradient norm fell {_size(high / latest)}x over the last {span} updates; "
-                    "the model may have stopped learning (check the learning rate and saturated units)"
+                    f"global gradient norm fell {_size(high / latest)}x over the last {span} updates"
+                    + _loss_fall(recent)
                 )
         clipped = [r for _, r in recent if "grad_norm_clipped" in r and math.isfinite(r["grad_norm_clipped"])]
         active = [r for r in clipped if r["grad_norm_clipped"] < r["grad_norm"] * (1 - 1e-6)]
