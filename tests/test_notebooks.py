@@ -85,3 +85,6 @@ def check_watch_your_model(text, nb):
         o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})
     ]
     assert len(images) == 1  # the TensorBoard log, read back and plotted
+    readme = (ROOT / "README.md").read_text()
+    quoted = re.search(r'\("(RNN_0: the gradient halves.*?)"; thresholds', readme, re.S)
+    assert " ".join(quoted.group(1).split()) in text  # the README quotes this notebook's detector

@@ -14,7 +14,7 @@ def _blocks():
 
 def test_readme_example_runs():
     blocks = _blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     assert len(blocks[0].strip().splitlines()) <= 12
     # a fresh interpreter: default JAX settings, as a user has them
     out = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=300)
@@ -29,6 +29,18 @@ def test_readme_training_example_runs():
     out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "[" in out.stdout and "solved" not in out.stderr
+
+
+def test_readme_model_flow_example_runs():
+    """The unmodified Flax model's flow: the printed words are the printed rate's."""
+    block = _blocks()[2]
+    out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rate, half_life, *words = out.stdout.split()
+    assert float(half_life) > 0 and abs(float(half_life) - 0.6931 / abs(float(rate))) < 1e-3 * float(
+        half_life
+    )
+    assert words[0] == ("vanishes," if float(rate) < 0 else "grows,")
 
 
 def test_readme_theory_numbers_are_what_the_calls_return():
