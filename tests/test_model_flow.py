@@ -267,13 +267,83 @@ def test_errors_are_one_line():
             return carry
 
     x = inputs().astype(jnp.float32)
-    for model, match in [(NoRnn(), "ran no recurrent layer"), (HandLoop(), "runs outside nn.RNN")]:
+    for model, match in [(NoRnn(), r"ran no nn\.RNN layer"), (HandLoop(), r"runs outside nn\.RNN")]:
         variables = model.init(jax.random.key(0), x)
         with pytest.raises(ValueError, match=match) as err:
             gradflow.model_flow(model, variables, x, jnp.sum)
         assert "\n" not in str(err.value)
+
+    class NnxLoop(nnx.Module):
+        def __init__(self, rngs):
+            self.cell = nnx.GRUCell(I, 3, rngs=rngs)
+
+        def __call__(self, x):
+            carry = self.cell.initialize_carry((x.shape[0], I), nnx.Rngs(0))
+            for t in range(x.shape[1]):
+                carry, _ = self.cell(carry, x[:, t])
+            return carry
+
+    with pytest.raises(ValueError, match=r"its cell cell runs outside nnx\.RNN") as err:
+        gradflow.model_flow(NnxLoop(nnx.Rngs(0)), x, jnp.sum)
+    assert "\n" not in str(err.value)
     with pytest.raises(TypeError, match=r"linen or flax\.nnx module"):
         gradflow.model_flow(lambda x: x, {}, x, jnp.sum)
     with pytest.raises(ValueError, match="must return a scalar"):
         variables = TwoLayer().init(jax.random.key(0), inputs())
         gradflow.model_flow(TwoLayer(), variables, inputs(), lambda out: out[1])
+
+
+class Options(nn.Module):
+    """nn.RNN's call options: gradflow's scan must give Flax's outputs exactly."""
+
+    kwargs: dict
+
+    @nn.compact
+    def __call__(self, x, seq_lengths=None):
+        kw = dict(self.kwargs)
+        if seq_lengths is not None:
+            kw["seq_lengths"] = seq_lengths
+        out = nn.RNN(nn.GRUCell(4, param_dtype=F64), **kw.pop("init", {}))(x, **kw)
+        return out if not isinstance(out, tuple) else out[0] * 2.0 + out[1][..., -1, :]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"time_major": True},
+        {"reverse": True},
+        {"reverse": True, "keep_order": True, "seq_lengths": True},
+        {"init": {"return_carry": True}},
+        {"seq_lengths": True},
+    ],
+    ids=["time_major", "reverse", "reverse-keep_order-seq_lengths", "return_carry", "seq_lengths"],
+)
+def test_rnn_options_give_flaxs_own_outputs_and_gradients(kwargs):
+    kwargs = dict(kwargs)
+    lengths = jnp.array([T, T - 2]) if kwargs.pop("seq_lengths", False) else None
+    model, x = Options(kwargs), inputs()
+    if kwargs.get("time_major"):
+        x = jnp.swapaxes(x, 0, 1)
+    variables = model.init(jax.random.key(0), x, lengths)
+    weights = jax.random.normal(jax.random.key(5), model.apply(variables, x, lengths).shape, F64)
+
+    def loss_fn(out):
+        return jnp.sum(jnp.tanh(out) * weights)
+
+    flows = gradflow.model_flow(model, variables, x, loss_fn, seq_lengths=lengths)
+    (flow,) = flows.values()
+    loss, grads = jax.value_and_grad(lambda p: loss_fn(model.apply({"params": p}, x, lengths)))(
+        variables["params"]
+    )
+    np.testing.assert_allclose(flow.loss, loss, rtol=1e-12)
+    assert_tree_close(flow.grads, grads)
+    assert np.isfinite(np.asarray(flow.log10_norms)[:-1]).all()
+
+
+def test_seq_lengths_with_return_carry_is_refused_in_one_line():
+    model, x = Options({"init": {"return_carry": True}}), inputs()
+    lengths = jnp.array([T, T - 2])
+    variables = model.init(jax.random.key(0), x, lengths)
+    with pytest.raises(ValueError, match="seq_lengths and return_carry=True") as err:
+        gradflow.model_flow(model, variables, x, jnp.sum, seq_lengths=lengths)
+    assert "\n" not in str(err.value)

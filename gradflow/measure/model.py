@@ -238,11 +238,7 @@ def _run(forward: Callable, params: PyTree, rest: PyTree, loss_fn: Callable, fit
     discovered = _Recorder()
     jax.eval_shape(lambda p, r: forward(discovered, p, r), params, rest)
     if not discovered.specs:
-        layer = "nn.RNN" if what == "linen model" else "nnx.RNN"
-        raise ValueError(
-            f"model_flow: the {what} ran no recurrent layer ({layer}); "
-            "for a bare cell use gradflow.gradient_flow"
-        )
+        raise ValueError(f"model_flow: the {what}")
     slots = {}
     for key, (length, carry) in discovered.specs.items():
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(carry))
@@ -311,7 +307,7 @@ def model_value_and_grad(model: linen.Module | nnx.Module, *args, **apply_kwargs
 
 
 def _prepare(name: str, model, args: tuple, apply_kwargs: dict):
-    """``(forward(rec, params, rest) -> outputs, params, rest, loss_fn, what)``; ``rec=None`` runs
+    """``(forward(rec, params, rest) -> outputs, params, rest, loss_fn, no_layer)``; ``rec=None`` runs
     the model as written (no interception)."""
     if isinstance(model, linen.Module):
         if len(args) != 3:
@@ -329,7 +325,8 @@ def _prepare(name: str, model, args: tuple, apply_kwargs: dict):
             with linen.intercept_methods(_linen_interceptor(rec)):
                 return model.apply({"params": params, **rest}, inputs, **apply_kwargs)
 
-        return forward, variables["params"], rest, loss_fn, "linen model"
+        no_layer = "linen model ran no nn.RNN layer; for a bare cell use gradflow.gradient_flow"
+        return forward, variables["params"], rest, loss_fn, no_layer
     if isinstance(model, nnx.Module):
         if len(args) != 2 or apply_kwargs:
             raise TypeError(f"{name}(module, inputs, loss_fn) for a flax.nnx module")
@@ -348,7 +345,16 @@ def _prepare(name: str, model, args: tuple, apply_kwargs: dict):
             with _nnx_intercepted(rec, paths):
                 return module(inputs)
 
-        return forward, params, rest, loss_fn, "nnx module"
+        cells = [
+            "/".join(map(str, p)) for p, node in nnx.iter_graph(model) if isinstance(node, nnx.RNNCellBase)
+        ]
+        no_layer = "nnx module ran no nnx.RNN layer" + (
+            f"; its cell {cells[0]} runs outside nnx.RNN (a hand-written loop or scan), gradflow sees "
+            "recurrent layers through nnx.RNN"
+            if cells
+            else "; for a bare cell use gradflow.gradient_flow"
+        )
+        return forward, params, rest, loss_fn, no_layer
     raise TypeError(
         f"{name}: expected a flax.linen or flax.nnx module, got {type(model).__name__} "
         "(for a cell or a step function use gradflow.gradient_flow)"
