@@ -11,10 +11,26 @@ jax.config.update("jax_enable_x64", True)
 
 
 # The slow tier (``pytest -m slow``; plain ``pytest`` leaves it out, see pyproject): besides tests
-# marked by hand, every test that needs a shipped config run or the claims report (minutes each) and
-# the notebooks (each runs in a fresh kernel).
-SLOW_FIXTURES = {"report", "config_run"}
+# marked by hand (end-to-end runs in fresh processes, killed and resumed; the claims' quick runs) and
+# the parts of parametrized sweeps that ``tiered`` leaves out of the fast tier, every test that needs a
+# shipped config run or the claims report (minutes each) and the notebooks (each runs in a fresh kernel).
+SLOW_FIXTURES = {"report", "config_run", "c06_quick", "c14_quick"}  # the last two: claims run at --quick
 SLOW_FILES = {"test_notebooks.py"}
+
+
+def tiered(values, fast, ids=None):
+    """Parametrize values with all but ``fast`` in the slow tier: the fast tier keeps a
+    representative subset of a sweep, ``pytest -m slow`` runs the rest."""
+    out = []
+    for i, value in enumerate(values):
+        is_fast = any(value is f or (type(value) is type(f) and value == f) for f in fast)  # True != 1
+        marks = () if is_fast else (pytest.mark.slow,)
+        out.append(
+            pytest.param(
+                *value if isinstance(value, tuple) else (value,), marks=marks, id=ids[i] if ids else None
+            )
+        )
+    return out
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects

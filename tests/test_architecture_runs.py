@@ -92,6 +92,7 @@ def seq():
     return model, seq2seq_reversal(model, S, SEEDS, STEPS, first=1, **SIZES)
 
 
+@pytest.mark.slow
 def test_seq2seq_reversal_per_seed_numbers_equal_loop_autodiff(seq):
     model, res = seq
     grad_src = random_tokens(SIZES["grad_data"], (SIZES["grad_batch"], S), K)
@@ -174,6 +175,7 @@ def _frame_loss(model, params, frames, labels):
 _frame_grad = jax.jit(jax.grad(_frame_loss, argnums=2, has_aux=True), static_argnums=0)
 
 
+@pytest.mark.slow
 def test_cnn_lstm_gradients_per_seed_equal_loop_autodiff_and_polyfit(cnn):
     models, res = cnn
     assert res["fit_window"] == [3, T - 3] and "carry_log10" not in res["lstm_pixels"]

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cases import CELLS, LOSSES, make
-from conftest import tree_allclose
+from conftest import tiered, tree_allclose
 from jax.test_util import check_grads
 
 import gradflow
@@ -44,7 +44,7 @@ def _loop(cell, params, carry0, xs):
 # ---------------------------------------------------------------- gradients, scan vs loop
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("name", tiered(sorted(CELLS), {"lstm", "gru", "rnn-tanh", "residual"}))
 def test_check_grads(name):
     """First derivatives (forward and reverse) against finite differences, w.r.t. params, carry0, xs."""
     cell, params, carry0, xs = make(name, "float64")
@@ -54,6 +54,7 @@ def test_check_grads(name):
     check_grads(f, args, order=1, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lstm-peephole"])
 def test_check_grads_second_order(name):
     """Second derivatives (slow, so one cell: the LSTM with the most terms)."""
@@ -63,7 +64,10 @@ def test_check_grads_second_order(name):
     check_grads(f, args, order=2, modes=["fwd", "rev"], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+FAST_CELLS = {"lstm", "gru", "rnn-tanh", "residual", "stacked-gru-lstm", "bidirectional-lstm"}
+
+
+@pytest.mark.parametrize("name", tiered(sorted(CELLS), FAST_CELLS))
 def test_unroll_equals_python_loop_values_and_vjp(name):
     cell, params, carry0, xs = make(name, "float64")
     if xs is None:  # depth stack: the layers' params are the scanned sequence

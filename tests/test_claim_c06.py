@@ -19,28 +19,28 @@ def c06():
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
+def c06_quick(tmp_path_factory):
     return claims.run_claim(claims.get("C6"), tmp_path_factory.mktemp("c06"), quick=True)
 
 
-def test_quick_verdict_numbers_and_figure(quick):
-    assert quick.verdict == "reproduced", quick.measured
-    g = {label: v["log10_ratio"] for label, v in quick.numbers["gradient"].items()}
-    assert quick.numbers["gradient"]["residual"]["L"] == [10, 50, 100, 200]
+def test_quick_verdict_numbers_and_figure(c06_quick):
+    assert c06_quick.verdict == "reproduced", c06_quick.measured
+    g = {label: v["log10_ratio"] for label, v in c06_quick.numbers["gradient"].items()}
+    assert c06_quick.numbers["gradient"]["residual"]["L"] == [10, 50, 100, 200]
     assert max(abs(v) for v in g["residual"] + g["residual + BN"]) < 0.3  # within 2x at every depth
     assert g["plain"][-1] < -1.0  # the same init without the shortcut loses more than 10x at L = 200
     assert g["plain, sigma_w^2 = 0.5"][-1] < -25.0
     assert g["plain + BN"][-1] > 5.0 and g["plain + LN"][-1] > 3.0  # normalized plain stacks explode
-    models = quick.numbers["training"]["models"]
+    models = c06_quick.numbers["training"]["models"]
     assert models["residual"]["median_final_ratio"] < 0.01
     assert models["plain"]["median_final_ratio"] > 0.3 and models["plain + BN"]["median_final_ratio"] > 0.3
-    assert Path(quick.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    saved = json.loads((Path(quick.runs[0]) / "numbers.json").read_text())
-    assert saved == quick.numbers
+    assert Path(c06_quick.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((Path(c06_quick.runs[0]) / "numbers.json").read_text())
+    assert saved == c06_quick.numbers
 
 
-def test_quick_ratios_follow_mean_field(quick):
-    g = quick.numbers["gradient"]
+def test_quick_ratios_follow_mean_field(c06_quick):
+    g = c06_quick.numbers["gradient"]
     assert g["plain + BN"]["mean_field"] is None
     np.testing.assert_allclose(g["residual"]["log10_ratio"], g["residual"]["mean_field"], atol=0.03)
     ordered = g["plain, sigma_w^2 = 0.5"]
@@ -50,8 +50,8 @@ def test_quick_ratios_follow_mean_field(quick):
     assert g["plain"]["log10_ratio"][-1] < g["plain"]["mean_field"][-1]
 
 
-def test_verdict_flips_when_a_criterion_is_tightened(quick, c06):
-    numbers, criteria = quick.numbers, quick.criteria
+def test_verdict_flips_when_a_criterion_is_tightened(c06_quick, c06):
+    numbers, criteria = c06_quick.numbers, c06_quick.criteria
     assert c06.verdict(numbers, criteria)[0] == "reproduced"
     kept = abs(numbers["gradient"]["residual"]["log10_ratio"][-1])
     assert c06.verdict(numbers, {**criteria, "keep_decades": kept / 2})[0] == "not reproduced"

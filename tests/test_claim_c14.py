@@ -11,14 +11,14 @@ from gradflow.learn import blob_frames, random_tokens
 
 
 @pytest.fixture(scope="module")
-def c14(tmp_path_factory):
+def c14_quick(tmp_path_factory):
     module = claims.load_experiment("c14_architectures")
     result = claims.run_claim(claims.get("C14"), tmp_path_factory.mktemp("c14"), quick=True)
     return module, result
 
 
-def test_quick_run_is_reproduced_with_a_png(c14):
-    module, result = c14
+def test_quick_run_is_reproduced_with_a_png(c14_quick):
+    module, result = c14_quick
     assert result.verdict == "reproduced", result.measured
     seq = result.numbers["seq2seq"]["S=10"]
     assert seq["init"]["first_gain"] >= module.CRITERIA["min_first_gain"]
@@ -47,8 +47,8 @@ def _target_loss(params, x_enc, x_dec, targets, j):
     return -jnp.mean(logp[jnp.arange(logits.shape[0]), targets[:, j]])
 
 
-def test_per_position_gradient_is_plain_autodiff(c14):
-    module, result = c14
+def test_per_position_gradient_is_plain_autodiff(c14_quick):
+    module, result = c14_quick
     S = 10
     seq = result.numbers["seq2seq"]["S=10"]
     with jax.enable_x64(False):
@@ -70,8 +70,8 @@ def test_per_position_gradient_is_plain_autodiff(c14):
     assert first["reversed"] > first["normal"]
 
 
-def test_cnn_lstm_per_frame_gradient_is_plain_autodiff(c14):
-    module, result = c14
+def test_cnn_lstm_per_frame_gradient_is_plain_autodiff(c14_quick):
+    module, result = c14_quick
     cnn = result.numbers["cnn_lstm"]
     T, B = cnn["frames"], cnn["batch"]
     with jax.enable_x64(False):
@@ -100,8 +100,8 @@ def test_cnn_lstm_per_frame_gradient_is_plain_autodiff(c14):
     assert cnn["cnn_lstm"]["all_finite"] and cnn["frame_vs_features"] < 0.1
 
 
-def test_tightened_criteria_flip_the_verdict(c14):
-    module, result = c14
+def test_tightened_criteria_flip_the_verdict(c14_quick):
+    module, result = c14_quick
     numbers, criteria = result.numbers, result.criteria
     gain = min(v["init"]["first_gain"] for v in numbers["seq2seq"].values())
     verdict, _ = module.verdict(numbers, {**criteria, "min_first_gain": gain + 0.01})

@@ -33,7 +33,8 @@ def test_blob_frames_label_is_a_blob_in_frame_zero():
 
 
 @pytest.mark.parametrize(
-    ("encoder", "dtype", "tol"), [(FrameEncoder(6), "float32", 1e-4), (None, "float64", 1e-10)]
+    ("encoder", "dtype", "tol"),
+    [pytest.param(FrameEncoder(6), "float32", 1e-4, marks=pytest.mark.slow), (None, "float64", 1e-10)],
 )
 def test_frame_gradients_and_loss_equal_loop_autodiff(encoder, dtype, tol):
     model = CNNLSTM(encoder, cells.get("lstm", hidden_size=H, forget_bias=1.0, dtype=dtype))

@@ -67,6 +67,7 @@ def test_a_second_fresh_process_hits_the_cache(cold, tmp_path):
     assert "never hits" not in proc.stderr and not (cache / compile_cache.NEVER_HITS_MARKER).exists()
 
 
+@pytest.mark.slow
 def test_a_cache_that_rejects_every_entry_is_reported_once(tmp_path):
     config = write_config(tmp_path, TINY)
     cache = tmp_path / "cache"  # its own: the cache key holds the directory's path, so no copy

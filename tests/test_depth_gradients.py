@@ -64,6 +64,7 @@ def test_linear_orthogonal_plain_stack_matches_the_closed_form():
     assert np.isnan(log10[L + 1 :]).all()
 
 
+@pytest.mark.slow
 def test_stack_gradients_grid_equals_one_genuine_stack_per_point():
     width, batch, seeds, depths = 5, 3, 2, (2, 4)
     variants = {

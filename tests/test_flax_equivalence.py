@@ -197,6 +197,7 @@ def test_from_nnx_factory_uses_the_key():
     assert_trees_close(wrapped.init(jax.random.key(0), I), a, {"rtol": 0, "atol": 0})
 
 
+@pytest.mark.slow
 def test_from_nnx_under_jit_grad_vmap_over_params():
     """A batch of 4 nnx OptimizedLSTMCell params (same layout as gradflow's lstm)."""
     wrapped, cell = cells.from_nnx(NNX_CASES["OptimizedLSTMCell"][1]), cells.lstm(H)

@@ -5,14 +5,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cases import CELLS, LOSSES, brute_force_log10_norms, make
-from conftest import tree_allclose
+from conftest import tiered, tree_allclose
 
 import gradflow
 from gradflow import cells
 
+CELL_LOSS = [(name, loss) for name in sorted(CELLS) for loss in sorted(LOSSES)]
+FAST_CELL_LOSS = {(name, "mixed") for name in CELLS} | {
+    ("lstm", loss) for loss in LOSSES
+}  # the rest: slow tier
 
-@pytest.mark.parametrize("loss", sorted(LOSSES))
-@pytest.mark.parametrize("name", sorted(CELLS))
+
+@pytest.mark.parametrize(
+    ("name", "loss"), tiered(CELL_LOSS, FAST_CELL_LOSS, ids=[f"{n}-{l}" for n, l in CELL_LOSS])
+)
 def test_norms_equal_brute_force(name, loss):
     cell, params, carry0, xs = make(name)
     res = gradflow.gradient_flow(cell, params, carry0, xs, LOSSES[loss])
@@ -21,7 +27,9 @@ def test_norms_equal_brute_force(name, loss):
     tree_allclose(res.norms, jax.tree_util.tree_map(lambda a: 10.0**a, expected), rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn-tanh", "residual", "bidirectional-lstm"])
+@pytest.mark.parametrize(
+    "name", tiered(["lstm", "gru", "rnn-tanh", "residual", "bidirectional-lstm"], {"lstm"})
+)
 def test_norms_equal_brute_force_float32(name):
     cell, params, carry0, xs = make(name, dtype="float32")
     res = gradflow.gradient_flow(cell, params, carry0, xs, LOSSES["mixed"])
@@ -29,7 +37,7 @@ def test_norms_equal_brute_force_float32(name):
     tree_allclose(res.log10_norms, expected, rtol=0, atol=5e-6)
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("name", tiered(sorted(CELLS), {"lstm", "gru", "residual", "bidirectional-lstm"}))
 def test_param_grads_and_per_step_shares_equal_brute_force(name):
     cell, params, carry0, xs = make(name)
     loss_fn = LOSSES["mixed"]
@@ -133,7 +141,7 @@ def test_under_jit_and_vmap_over_seeds_and_scales():
     assert batched.fit.rate[0] < batched.fit.rate[1] < batched.fit.rate[2]
 
 
-@pytest.mark.parametrize("remat", [True, 7, 1, 60])
+@pytest.mark.parametrize("remat", tiered([True, 7, 1, 60], {True, 7}))
 def test_remat_gives_the_same_numbers(remat):
     cell, params, carry0, _ = make("lstm")
     xs = jax.random.normal(jax.random.key(4), (60, 3, 4), jnp.float64)

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -23,6 +25,7 @@ def test_readme_example_runs():
     assert float(rate) < 0 and float(half_life) > 0
 
 
+@pytest.mark.slow
 def test_readme_training_example_runs():
     """The training example: GRU on the adding problem at T = 100 gets far below the baseline."""
     block = _blocks()[1]

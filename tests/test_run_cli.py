@@ -119,6 +119,7 @@ def uninterrupted(tmp_path_factory):
     return cfg, tmp / "full"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_midway_then_the_same_command_resumes_to_the_same_results(tmp_path, uninterrupted, signum):
     cfg, full = uninterrupted
@@ -151,6 +152,7 @@ def test_a_signal_midway_then_the_same_command_resumes_to_the_same_results(tmp_p
             np.testing.assert_array_equal(a[key], b[key])
 
 
+@pytest.mark.slow
 def test_plot_redraws_in_place_and_overlays(tmp_path, capsys):
     cfg = write_config(tmp_path, GOOD)
     run_a, run_b = tmp_path / "a", tmp_path / "b"

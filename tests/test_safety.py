@@ -122,6 +122,7 @@ def test_a_run_directory_with_an_extra_user_file_is_refused(scratch):
     assert user_files(scratch) == before and (run / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_a_symlink_inside_a_run_directory_is_never_followed(scratch):
     run = finished_run(scratch)
     (run / "link").symlink_to(scratch / "thesis.tex")  # a link gradflow did not make: refused
@@ -138,6 +139,7 @@ def test_a_symlink_inside_a_run_directory_is_never_followed(scratch):
     assert not (run / "results.npz").is_symlink() and np.load(run / "results.npz")["seed"].tolist() == [0]
 
 
+@pytest.mark.slow
 def test_nested_run_directories_keep_each_other(scratch):
     outer = finished_run(scratch, "outer")
     inner = finished_run(scratch, "outer/inner")
@@ -148,6 +150,7 @@ def test_nested_run_directories_keep_each_other(scratch):
     assert (outer / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_plot_into_a_foreign_or_the_current_directory_is_refused(scratch):
     run = finished_run(scratch)
     (scratch / "figs").mkdir()
@@ -182,6 +185,7 @@ def test_claims_into_a_foreign_or_the_current_directory_is_refused(scratch):
     assert user_files(scratch) == before
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_replaced_with_force_and_the_new_run_is_complete(scratch):
     run = finished_run(scratch)
     (run / "paths.png").write_bytes(b"")  # pretend an older run of another config drew paths
@@ -201,6 +205,7 @@ def test_a_finished_run_is_replaced_with_force_and_the_new_run_is_complete(scrat
     assert set(on_disk) == {*experiment.RESULT_FILES, *summary["figures"]}
 
 
+@pytest.mark.slow
 def test_a_replaced_run_keeps_its_old_results_until_the_new_run_finishes(scratch, monkeypatch):
     monkeypatch.chdir(scratch)
     run = finished_run(scratch)

@@ -160,6 +160,7 @@ def uninterrupted(tmp_path_factory):
     return cfg, tmp / "full"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_training_resumes_to_the_same_final_loss(tmp_path, uninterrupted, signum):
     cfg, full = uninterrupted
