@@ -14,8 +14,14 @@ jax.config.update("jax_enable_x64", True)
 # marked by hand (end-to-end runs in fresh processes, killed and resumed; the claims' quick runs) and
 # the parts of parametrized sweeps that ``tiered`` leaves out of the fast tier, every test that needs a
 # shipped config run or the claims report (minutes each) and the notebooks (each runs in a fresh kernel).
-SLOW_FIXTURES = {"report", "config_run", "c06_quick", "c14_quick"}  # the last two: claims run at --quick
-SLOW_FILES = {"test_notebooks.py"}
+SLOW_FIXTURES = {
+    "report",
+    "config_run",
+    "c06_quick",
+    "c14_quick",
+    "trained_run",
+}  # claims at --quick, a training run
+SLOW_FILES = {"test_notebooks.py", "test_architecture_runs.py"}  # fresh kernels; per-seed claim runs
 
 
 def tiered(values, fast, ids=None):

@@ -37,7 +37,7 @@ def test_norms_equal_brute_force_float32(name):
     tree_allclose(res.log10_norms, expected, rtol=0, atol=5e-6)
 
 
-@pytest.mark.parametrize("name", tiered(sorted(CELLS), {"lstm", "gru", "residual", "bidirectional-lstm"}))
+@pytest.mark.parametrize("name", tiered(sorted(CELLS), {"lstm", "residual"}))
 def test_param_grads_and_per_step_shares_equal_brute_force(name):
     cell, params, carry0, xs = make(name)
     loss_fn = LOSSES["mixed"]
@@ -141,7 +141,7 @@ def test_under_jit_and_vmap_over_seeds_and_scales():
     assert batched.fit.rate[0] < batched.fit.rate[1] < batched.fit.rate[2]
 
 
-@pytest.mark.parametrize("remat", tiered([True, 7, 1, 60], {True, 7}))
+@pytest.mark.parametrize("remat", tiered([True, 7, 1, 60], {True}))
 def test_remat_gives_the_same_numbers(remat):
     cell, params, carry0, _ = make("lstm")
     xs = jax.random.normal(jax.random.key(4), (60, 3, 4), jnp.float64)

@@ -34,6 +34,7 @@ def test_readme_training_example_runs():
     assert "[" in out.stdout and "solved" not in out.stderr
 
 
+@pytest.mark.slow
 def test_readme_model_flow_example_runs():
     """The unmodified Flax model's flow: the printed words are the printed rate's."""
     block = _blocks()[2]

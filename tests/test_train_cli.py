@@ -70,7 +70,7 @@ def test_bad_training_config_is_one_line_exit_2_and_leaves_nothing(tmp_path, cap
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train")
     cfg = write_config(tmp, TRAIN)
     out = tmp / "run"
@@ -81,8 +81,8 @@ def trained(tmp_path_factory):
     return out, summary, arrays
 
 
-def test_run_directory_of_a_training_config(trained):
-    out, summary, a = trained
+def test_run_directory_of_a_training_config(trained_run):
+    out, summary, a = trained_run
     assert summary["kind"] == "train" and summary["task"]["name"] == "adding"
     runs = summary["runs"]
     assert len(runs) == 2 * 2 * 2  # cells x clip x seeds
@@ -110,7 +110,7 @@ def test_run_directory_of_a_training_config(trained):
     assert csv_rows[0].startswith("run_id,label,cell,seed") and len(csv_rows) > 8
 
 
-def test_trained_params_are_saved_and_restored(trained):
+def test_trained_params_are_saved_and_restored(trained_run):
     """load_trained gives each run's model and final params: scoring them on the held-out set
     reproduces the run's final held-out loss in summary.json."""
     import jax
@@ -118,7 +118,7 @@ def test_trained_params_are_saved_and_restored(trained):
     from gradflow import load_trained
     from gradflow.engine.training import EVAL_KEY
 
-    out, summary, _ = trained
+    out, summary, _ = trained_run
     loaded = load_trained(out)
     assert [t.run for t in loaded] == summary["runs"]
     assert sorted(p.name for p in (out / "params").iterdir()) == ["0.msgpack", "1.msgpack"]
@@ -129,8 +129,8 @@ def test_trained_params_are_saved_and_restored(trained):
     assert not np.allclose(loaded[0].params["readout"]["w"], loaded[1].params["readout"]["w"])
 
 
-def test_plot_redraws_a_training_run(trained, tmp_path, capsys):
-    out, _, _ = trained
+def test_plot_redraws_a_training_run(trained_run, tmp_path, capsys):
+    out, _, _ = trained_run
     run = figures.load(out)
     assert run.kind == "train"
     assert main(["plot", str(out), str(out), "-o", str(tmp_path / "both")]) == 0
