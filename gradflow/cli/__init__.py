@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_r.add_argument("-o", "--output", help="run directory (default: the config's output.dir)")
     p_r.add_argument("--force", action="store_true", help="overwrite a non-empty run directory")
     p_r.add_argument("--quick", action="store_true", help="apply the config's quick overrides (small sizes)")
+    p_r.add_argument(
+        "--batching",
+        choices=["auto", "map", "vmap"],
+        default=None,
+        help="how the runs of one compiled call are batched: lax.map (one after another) or vmap "
+        "(all at once); default auto: map on CPU, vmap on GPU/TPU (or GRADFLOW_RUN_BATCHING)",
+    )
     p_r.set_defaults(func=_cmd_run)
     p_cfg = verb(
         "config",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from gradflow.cli.common import CliError
@@ -15,6 +16,7 @@ def _cmd_run(args) -> int:
     from rich.progress import MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from gradflow import config as cfgmod
+    from gradflow.engine.sweep import BATCHINGS, batching
     from gradflow.runs import experiment
 
     try:
@@ -23,6 +25,9 @@ def _cmd_run(args) -> int:
     except cfgmod.ConfigError as err:
         raise CliError(str(err)) from None
     out = Path(args.output or cfg.output.dir)
+    mode = args.batching or os.environ.get("GRADFLOW_RUN_BATCHING") or "auto"
+    if mode not in BATCHINGS:
+        raise CliError(f"GRADFLOW_RUN_BATCHING={mode!r}: expected one of {', '.join(BATCHINGS)}")
     if any(spec.options.get("dtype") == "float64" for spec in cfg.cells):
         import jax
 
@@ -43,7 +48,7 @@ def _cmd_run(args) -> int:
             bar.update(task, total=steps, completed=step, description=text)
 
         try:
-            with stop:
+            with stop, batching(mode):
                 summary = experiment.run_experiment(
                     cfg,
                     out,

@@ -3,13 +3,16 @@
 Runs that differ only in seeds or in scalar init options (``weight_scale``,
 ``bias_scale``, ``forget_bias``, ...) share one compiled call; those
 options become array axes (vmapped on GPU/TPU; on CPU a ``lax.map`` over the
-runs, see ``over_runs``). With several devices the run axis is sharded over
+runs; ``run_batching`` says which and how to choose). With several devices the run axis is sharded over
 them. Pure: returns arrays, never prints or writes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import os
 from typing import NamedTuple
 
 import jax
@@ -80,7 +83,7 @@ def _draw(key, shape, distribution, scale, dtype):
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_window):
+def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_window, mode):
     """One jitted measurement over R runs per static signature (lru: compile once)."""
     static = dict(static_items)
     batch_loss = _loss(loss, inputs.batch)
@@ -108,21 +111,59 @@ def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_
         res = gradient_flow(cell, params, carry0, xs, batch_loss, fit_window=fit_window, step_shares=False)
         return res._replace(grads=None, norms=None)
 
-    return jax.jit(over_runs(one))
+    return jax.jit(over_runs(one, mode))
 
 
-def over_runs(one):
-    """``f(*args)`` over a leading run axis ``[R]`` of every argument's leaves: ``vmap`` of ``one`` on
-    accelerators, ``lax.map`` on CPU (used by the sweep and by training's groups).
+BATCHINGS = ("auto", "map", "vmap")
+_BATCHING: contextvars.ContextVar[str | None] = contextvars.ContextVar("gradflow_run_batching", default=None)
 
-    On XLA:CPU (jaxlib 0.10.2) the vmapped sweep hung intermittently: the
-    completion event of the call never fired, every worker thread idle (about
-    1 call in 8 under load; 0 in 50 with ``lax.map``). ``lax.map`` runs the R
-    runs one after another inside the same compiled call, which on a few CPU
-    cores is also faster (lstm_forget_bias: 4.0 s vs 7.1 s); numbers agree with
-    the vmapped call to float32 rounding.
+
+def run_batching() -> str:
+    """How the runs of one compiled call are batched: ``'map'`` or ``'vmap'``.
+
+    Chosen by ``batching(mode)`` around the call, else the ``GRADFLOW_RUN_BATCHING`` environment
+    variable, else ``'auto'``: ``'map'`` (``lax.map``, the runs one after another inside one
+    compiled call) on CPU, ``'vmap'`` (all runs at once) on GPU/TPU.
+
+    Why not vmap on CPU: on XLA:CPU (jaxlib 0.10.2) the vmapped sweep hung intermittently (the
+    completion event of the call never fired, every worker thread idle: about 1 call in 8 under
+    load; 0 in 50 with ``lax.map``), and on a few cores ``lax.map`` is also faster
+    (lstm_forget_bias: 4.0 s vs 7.1 s). Both give the same numbers to float32 rounding (tested).
     """
-    if jax.default_backend() == "cpu":
+    mode = _BATCHING.get() or os.environ.get("GRADFLOW_RUN_BATCHING") or "auto"
+    if mode not in BATCHINGS:
+        raise ValueError(
+            f"run batching {mode!r}: expected one of {', '.join(BATCHINGS)} (GRADFLOW_RUN_BATCHING)"
+        )
+    if mode == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+@contextlib.contextmanager
+def batching(mode: str):
+    """Batch the runs of the sweeps and training groups compiled inside the block with ``mode``
+    (``'auto'``, ``'map'`` or ``'vmap'``; see ``run_batching``).
+
+    Example::
+
+        with batching("vmap"):
+            res, _ = measure_runs("rnn", options, seeds)
+    """
+    if mode not in BATCHINGS:
+        raise ValueError(f"run batching {mode!r}: expected one of {', '.join(BATCHINGS)}")
+    token = _BATCHING.set(mode)
+    try:
+        yield
+    finally:
+        _BATCHING.reset(token)
+
+
+def over_runs(one, mode: str | None = None):
+    """``f(*args)`` over a leading run axis ``[R]`` of every argument's leaves: ``lax.map`` or
+    ``vmap`` of ``one`` (``mode``, default ``run_batching()``); used by the sweep and by training's
+    groups."""
+    if (mode or run_batching()) == "map":
         return lambda *args: jax.lax.map(lambda run: one(*run), args)
     return jax.vmap(one)
 
@@ -171,7 +212,7 @@ def measure_runs(
     window = None if fit_window is None else tuple(int(k) for k in fit_window)
     rows: dict = {}
     for (static, dynamic), runs in groups.items():
-        fn = _compiled(cell_name, static, dynamic, inputs, loss, window)
+        fn = _compiled(cell_name, static, dynamic, inputs, loss, window, run_batching())
         seed_arr = np.asarray([seeds[r] for r in runs], np.uint32)
         dyn_arr = np.asarray([[float(options[r][k]) for k in dynamic] for r in runs], np.float32)
         out = _call_sharded(fn, seed_arr, dyn_arr.reshape(len(runs), len(dynamic)))

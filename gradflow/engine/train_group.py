@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gradflow.engine.sweep import carry_part_names, over_runs
+from gradflow.engine.sweep import carry_part_names, over_runs, run_batching
 from gradflow.learn.models import Model
 from gradflow.learn.optim import Settings, optimizer
 from gradflow.learn.tasks import Task
@@ -61,9 +61,14 @@ class _Group:
     def __init__(self, make_model, option_names, task: Task, settings: Settings):
         self.make_model, self.names, self.task, self.s = make_model, tuple(option_names), task, settings
         self.eval_batch = task.sample(jax.random.key(EVAL_KEY), settings.eval_batch)
-        self.init = jax.jit(over_runs(lambda h: self._init(*h)))
-        self.chunk = jax.jit(lambda st, h, start: over_runs(lambda a, b: self._chunk(a, b, start))(st, h))
-        self.evaluate = jax.jit(lambda st, h, step: over_runs(lambda a, b: self._evaluate(a, b, step))(st, h))
+        mode = run_batching()  # fixed when the group is built (see sweep.run_batching)
+        self.init = jax.jit(over_runs(lambda h: self._init(*h), mode))
+        self.chunk = jax.jit(
+            lambda st, h, start: over_runs(lambda a, b: self._chunk(a, b, start), mode)(st, h)
+        )
+        self.evaluate = jax.jit(
+            lambda st, h, step: over_runs(lambda a, b: self._evaluate(a, b, step), mode)(st, h)
+        )
 
     def model(self, options) -> Model:
         return self.make_model(dict(zip(self.names, options, strict=True)))
