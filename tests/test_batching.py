@@ -28,7 +28,7 @@ def test_auto_is_map_on_cpu_and_explicit_choices_win(monkeypatch):
 
 def test_sweep_vmap_equals_map():
     opts = [
-        {"hidden_size": 16, "weight_scale": s, "bias_scale": b} for s in (0.5, 1.0, 1.5) for b in (0.0, 0.3)
+        {"hidden_size": 16, "weight_scale": s, "forget_bias": b} for s in (0.5, 1.0, 1.5) for b in (0.0, 1.0)
     ]
     seeds = list(range(len(opts)))
     out = {}
