@@ -4,6 +4,7 @@ give the same numbers; the choice is explicit (batching(), GRADFLOW_RUN_BATCHING
 import jax
 import numpy as np
 import pytest
+from test_run_cli import GOOD  # a small measurement config
 
 from gradflow import cells, tasks
 from gradflow.cli import main
@@ -59,20 +60,9 @@ def test_training_group_vmap_equals_map():
     )
 
 
-CONFIG = """\
-name: small
-cells:
-  - {label: tanh RNN, cell: rnn, options: {hidden_size: 8}}
-inputs: {size: 4, steps: 10, batch: 4}
-sweep:
-  grid: {cells.0.options.weight_scale: [0.5, 1.5]}
-  seeds: [0, 1]
-"""
-
-
 def test_cli_batching_flag_same_results_and_a_bad_value_is_one_line(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "small.yaml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(GOOD)
     arrays = {}
     for mode in ("map", "vmap"):
         assert main(["run", str(cfg), "-o", str(tmp_path / mode), "--batching", mode]) == 0
