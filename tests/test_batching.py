@@ -44,6 +44,7 @@ def test_sweep_vmap_equals_map():
         np.testing.assert_allclose(out["vmap"].rate[part], out["map"].rate[part], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_group_vmap_equals_map():
     task = tasks.get("adding", steps=15)
     model = Model(cells.get("gru", hidden_size=8), 1, readout="last")
@@ -60,6 +61,7 @@ def test_training_group_vmap_equals_map():
     )
 
 
+@pytest.mark.slow
 def test_cli_batching_flag_same_results_and_a_bad_value_is_one_line(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "small.yaml"
     cfg.write_text(GOOD)

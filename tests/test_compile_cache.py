@@ -50,6 +50,7 @@ def cold(tmp_path_factory):
     return config, root / "cache", summary, closing
 
 
+@pytest.mark.slow
 def test_a_second_fresh_process_hits_the_cache(cold, tmp_path):
     config, cache, first, closing = cold
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
@@ -105,7 +106,11 @@ def test_cache_flags_go_before_or_after_the_verb(argv):
 
 @pytest.mark.parametrize(
     ("argv", "switch"),
-    [(["--no-compile-cache"], "1"), ([], "0"), ([], "off")],
+    [
+        (["--no-compile-cache"], "1"),
+        pytest.param([], "0", marks=pytest.mark.slow),
+        pytest.param([], "off", marks=pytest.mark.slow),
+    ],
     ids=["flag", "env-0", "env-off"],
 )
 def test_turned_off_no_directory_and_no_requests(tmp_path, monkeypatch, capsys, argv, switch):

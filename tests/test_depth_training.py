@@ -6,7 +6,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiered
 
 from gradflow import Model, cells, tasks, train
 
@@ -42,9 +41,8 @@ def _setup(kind, norm, projection):
     return task, model, params0, batch
 
 
-@pytest.mark.parametrize(
-    ("kind", "norm"), tiered([("residual", None), ("plain", "batch")], {("plain", "batch")})
-)
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "norm"), [("residual", None), ("plain", "batch")])
 def test_one_sgd_step_equals_jax_grad_of_a_loop_written_loss(kind, norm):
     task, model, params0, batch = _setup(kind, norm, "fixed")
     proj = _fixed_projection()

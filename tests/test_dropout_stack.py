@@ -88,6 +88,7 @@ def test_variational_masks_stay_fixed_and_fresh_ones_change(variational):
     assert all(same) if variational else not any(same)
 
 
+@pytest.mark.slow
 def test_scan_equals_a_python_loop_including_the_gradient():
     cell, params, xs = _setup(0.2, 0.3, 0.1, 1.0)
     keys = jax.random.split(jax.random.key(6), T)

@@ -69,6 +69,7 @@ def test_an_exactly_zero_last_norm_is_left_out_of_the_first_last_ratio(tmp_path)
         assert run["fit"]["total"]["rate"] == pytest.approx(slope, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_directory_with_a_foreign_file_is_refused_even_with_force(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -100,6 +101,7 @@ def test_bad_config_leaves_no_run_directory(tmp_path):
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_to_the_same_results(tmp_path):
     text = SWEEP.replace("cells:\n", "cells:\n  - {label: GRU, cell: gru, options: {hidden_size: 8}}\n")
     cfg = experiment.load_config(_config(tmp_path, text))

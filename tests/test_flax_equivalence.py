@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiered
 from flax import nnx
 
 from gradflow import cells
@@ -65,7 +66,7 @@ def assert_trees_close(actual, desired, tol):
     jax.tree_util.tree_map(lambda a, d: np.testing.assert_allclose(a, d, **tol), actual, desired)
 
 
-@pytest.mark.parametrize("case", LINEN_CASES)
+@pytest.mark.parametrize("case", tiered(list(LINEN_CASES), {"lstm/LSTMCell", "gru/GRUCell"}))
 def test_gradflow_params_drive_linen_cell(case):
     kind, make_cell, make_module = LINEN_CASES[case]
     cell, module = make_cell(), make_module()
@@ -77,7 +78,7 @@ def test_gradflow_params_drive_linen_cell(case):
     assert_trees_close(got, want, F32)
 
 
-@pytest.mark.parametrize("case", LINEN_CASES)
+@pytest.mark.parametrize("case", tiered(list(LINEN_CASES), {"lstm/LSTMCell", "gru/GRUCell"}))
 def test_linen_params_drive_gradflow_cell(case):
     kind, make_cell, make_module = LINEN_CASES[case]
     cell, module = make_cell(), make_module()
@@ -89,7 +90,7 @@ def test_linen_params_drive_gradflow_cell(case):
     assert_trees_close(got, want, F32)
 
 
-@pytest.mark.parametrize("case", LINEN_CASES)
+@pytest.mark.parametrize("case", tiered(list(LINEN_CASES), {"lstm/LSTMCell", "gru/GRUCell"}))
 def test_linen_equivalence_float64(case):
     kind, make_cell, make_module = LINEN_CASES[case]
     with jax.enable_x64(True):
@@ -103,7 +104,7 @@ def test_linen_equivalence_float64(case):
         assert_trees_close(got, want, F64)
 
 
-@pytest.mark.parametrize("case", LINEN_CASES)
+@pytest.mark.parametrize("case", tiered(list(LINEN_CASES), {"lstm/LSTMCell", "gru/GRUCell"}))
 def test_from_linen_matches_module_apply_and_gradflow(case):
     kind, make_cell, make_module = LINEN_CASES[case]
     module = make_module()
@@ -172,7 +173,7 @@ NNX_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", NNX_CASES)
+@pytest.mark.parametrize("case", tiered(list(NNX_CASES), {"LSTMCell", "GRUCell"}))
 @pytest.mark.parametrize("given", ["module", "factory"])
 def test_from_nnx_matches_gradflow_cell(case, given):
     kind, factory, extract = NNX_CASES[case]

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiered
 
 from gradflow import cells, unroll
 from gradflow.measure.jacobians import (
@@ -91,6 +92,7 @@ def chain(jacobians):
     return out
 
 
+@pytest.mark.slow
 def test_layout_follows_tree_leaves_order():
     cell, params, carry0, xs = lstm_setup(n=8, T=30)
     layout = carry_layout(carry0)
@@ -123,7 +125,7 @@ def test_local_jacobian_closed_form_rnn():
     assert local_jacobians(cell, params, h0, xs, k=3).singular_values.shape == (5, 2, 3)
 
 
-@pytest.mark.parametrize("case", ["rnn", "lstm"])
+@pytest.mark.parametrize("case", tiered(["rnn", "lstm"], {"lstm"}))
 def test_jacrev_equals_product_of_local_jacobians_and_product_norms(case):
     cell, params, carry0, xs = rnn_setup(n=32, T=50, scale=1.3) if case == "rnn" else lstm_setup(n=8, T=30)
     T = xs.shape[0]
@@ -208,6 +210,7 @@ def test_pascanu_bound_holds_every_layer_stacks(name):
     assert np.all(np.asarray(norms) <= np.asarray(bounds)[:, None] * (1 + 1e-6))
 
 
+@pytest.mark.slow
 def test_estimate_matches_exact_within_stated_error():
     """D = 64, k = 16: rel. std of the squared Frobenius norm <= sqrt(2/k) = 0.35; spectral: a lower bound."""
     cell, params, h0, xs = rnn_setup(n=64, T=12, B=16, scale=1.5)

@@ -73,7 +73,9 @@ def test_linear_orthogonal_rnn_every_exponent_is_ln_rho(rho):
     "name, opts, input_size",
     [
         ("lstm", {"hidden_size": 3, "forget_bias": 0.5}, 2),  # carry (c, h): D = 6, c first
-        ("residual", {"width": 4, "depth": 25, "alpha": 0.5}, 4),  # params per step, xs None
+        pytest.param(
+            "residual", {"width": 4, "depth": 25, "alpha": 0.5}, 4, marks=pytest.mark.slow
+        ),  # xs None
     ],
 )
 def test_spectrum_equals_python_loop_over_explicit_jacobians(name, opts, input_size):
@@ -166,6 +168,7 @@ def test_top_exponent_equals_gradient_log_rate(g):
     assert abs(float(res.exponents[0]) - float(flow.fit.rate)) < 0.01
 
 
+@pytest.mark.slow
 def test_jit_and_float32():
     cell = cells.get("rnn", hidden_size=8, weight_scale=0.8, dtype="float32")  # contracting: fp32 ~ fp64
     params = cell.init(jax.random.key(0), 2)

@@ -218,6 +218,7 @@ def test_nnx_model_equals_brute_force():
     assert_tree_close(flows["rnn"].grads, grads)
 
 
+@pytest.mark.slow
 def test_log_norms_stay_finite_where_float32_underflows():
     """A contracting tanh layer over 200 steps in float32: its gradients underflow float32, the taps'
     log norms do not, and they equal the float64 brute force (jax.grad of scanned perturbations)."""
@@ -318,6 +319,7 @@ OPTION_KWARGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "option", tiered(OPTIONS, {"time_major", "reverse-keep_order-seq_lengths"}, ids=OPTIONS)
 )

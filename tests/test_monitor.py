@@ -177,6 +177,7 @@ def read_wandb(folder):
     return rows
 
 
+@pytest.mark.slow
 def test_sinks_hold_exactly_the_logged_values(tmp_path, monkeypatch):
     for var, sub in (
         ("WANDB_CACHE_DIR", "wbc"),

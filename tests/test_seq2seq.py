@@ -68,6 +68,7 @@ def test_losses_and_position_gradients_equal_loop_autodiff(reverse):
         assert err[j] == pytest.approx(np.log10(np.linalg.norm(e)), abs=1e-10)
 
 
+@pytest.mark.slow
 def test_encoder_flow_equals_brute_force_per_encoder_step():
     params = MODEL.init(jax.random.key(1))
     x_enc, x_dec, targets = _batch(False)

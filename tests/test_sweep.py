@@ -7,12 +7,14 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradflow
 from gradflow import cells
 from gradflow.engine import sweep
 
 
+@pytest.mark.slow
 def test_scales_by_seeds_compile_once_and_match_single_runs():
     sweep._compiled.cache_clear()
     scales = [0.5, 0.8, 1.0, 1.2, 1.5, 2.0]

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiered
 
 from gradflow import tasks
 
@@ -67,7 +68,7 @@ ORACLES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", tiered(sorted(TASKS), {"adding", "temporal_order"}))
 def test_baseline_predictor_scores_stated_baseline(name):
     opts, _, _, _, stated = TASKS[name]
     task = tasks.get(name, **opts, dtype="float64")
@@ -112,7 +113,7 @@ def test_copy_baseline_is_exact_per_step():
     assert uniform == pytest.approx(math.log(9), rel=1e-6)
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", tiered(sorted(TASKS), {"adding", "temporal_order"}))
 def test_oracle_reading_inputs_scores_zero(name):
     opts, *_ = TASKS[name]
     task = tasks.get(name, **opts, dtype="float64")
@@ -127,7 +128,7 @@ def test_oracle_reading_inputs_scores_zero(name):
     assert float(jax.jit(task.loss)(wrong, batch)) > 0.1 * task.baseline
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", tiered(sorted(TASKS), {"adding", "temporal_order"}))
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_shapes_and_dtypes(name, dtype):
     opts, steps, inputs, outputs, _ = TASKS[name]
@@ -164,7 +165,7 @@ def test_task_layouts():
     assert np.asarray(la.mask[:, 0]).tolist() == [True] * 7 + [False] * 3
 
 
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", tiered(sorted(TASKS), {"adding", "temporal_order"}))
 def test_same_key_same_arrays_and_jit_matches(name):
     opts, *_ = TASKS[name]
     task = tasks.get(name, **opts)

@@ -33,6 +33,7 @@ def test_model_apply_is_scan_plus_readout():
     assert np.all(np.asarray(last[:-1]) == 0.0)
 
 
+@pytest.mark.slow
 def test_bidirectional_model_sees_the_future():
     """Output at t=0 depends on the last input only for the bidirectional model."""
     xs = jax.random.normal(jax.random.key(1), (6, 2, 3), jnp.float64)
@@ -235,6 +236,7 @@ def test_gate_statistics_match_a_recomputation(adding_runs):
     np.testing.assert_allclose(res.gates["f/high"][0, last], np.mean(f > 0.9), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_runs_in_a_group_equal_runs_alone(adding_runs):
     """A run trained together with others gives the same curve as trained alone."""
     task, model, settings, runs, res = adding_runs
@@ -243,6 +245,7 @@ def test_runs_in_a_group_equal_runs_alone(adding_runs):
     np.testing.assert_allclose(alone.eval_loss[0], res.eval_loss[2], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_same_curve_bit_for_bit(adding_runs):
     task, model, settings, runs, res = adding_runs
     again = train_runs(lambda _: model, task, settings, runs)
@@ -292,6 +295,7 @@ def test_divergence_is_recorded_and_stops_only_that_run():
     np.testing.assert_allclose(alone.train_loss[0], res.train_loss[0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_early_stop_freezes_a_solved_run():
     """solved_fraction = 1: solved as soon as the held-out loss is at or below the baseline."""
     task = tasks.get("adding", steps=8)
