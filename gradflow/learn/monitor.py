@@ -29,13 +29,6 @@ PyTree = Any
 LN2 = math.log(2.0)
 
 
-def _key_name(entry) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
-
-
 def grad_norms(grads: PyTree, select: str | None = None) -> dict[str, jax.Array]:
     """Global norm of the gradient per module: leaves grouped by their path minus the last key
     (``"encoder/LSTMCell_0/hf"`` holds ``kernel`` and ``bias``); ``select`` keeps the modules whose
@@ -50,8 +43,7 @@ def grad_norms(grads: PyTree, select: str | None = None) -> dict[str, jax.Array]
     for path, leaf in jax.tree_util.tree_flatten_with_path(grads)[0]:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             continue
-        names = [_key_name(p) for p in path]
-        module = "/".join(names[:-1]) or (names[0] if names else "params")
+        module = jax.tree_util.keystr(path[:-1] or path, simple=True, separator="/") or "params"
         if pattern is None or pattern.search(module):
             squares[module].append(jnp.sum(jnp.square(leaf.astype(jnp.float32))))
     return {m: jnp.sqrt(sum(v)) for m, v in sorted(squares.items())}

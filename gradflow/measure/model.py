@@ -82,7 +82,8 @@ class _Recorder:
         """Run ``step`` over ``xs: [T, ...]`` from ``carry0``; returns ``(final carry, ys [T, ...])``."""
         key = self.key(path)
         length = xs.shape[0]
-        if not _float_leaves(carry0) or len(_float_leaves(carry0)) != len(jax.tree_util.tree_leaves(carry0)):
+        leaves = jax.tree_util.tree_leaves(carry0)
+        if not leaves or len(_float_leaves(carry0)) != len(leaves):
             raise ValueError(f"model_flow: the carry of {key} must be floating arrays")
         self.inside += 1
         try:
