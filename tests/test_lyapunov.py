@@ -7,7 +7,7 @@ import pytest
 
 import gradflow
 from gradflow import cells
-from gradflow.measure.lyapunov import lyapunov_spectrum
+from gradflow.measure.lyapunov import MAX_REORTHO_EVERY, auto_reortho_every, lyapunov_spectrum
 
 
 def autonomous_tanh(g):
@@ -114,8 +114,8 @@ def test_top_k_equals_full_spectrum_and_reortho_and_transient_are_exact():
     params = cell.init(jax.random.key(0), 2)
     xs = normal((120, 3, 2), seed=1)
     carry0 = cell.initial_carry(3)
-    full = lyapunov_spectrum(cell, params, carry0, xs, key=jax.random.key(7))
-    top = lyapunov_spectrum(cell, params, carry0, xs, k=4, key=jax.random.key(7))
+    full = lyapunov_spectrum(cell, params, carry0, xs, key=jax.random.key(7), reortho_every=1)
+    top = lyapunov_spectrum(cell, params, carry0, xs, k=4, key=jax.random.key(7), reortho_every=1)
     np.testing.assert_allclose(top.per_example, full.per_example[:, :4], rtol=0, atol=1e-10)
     assert np.all(np.diff(np.asarray(full.exponents)) < 0)
     # QR of J2 J1 Q = Q2 (R2 R1): QR every m = 5 steps adds up the same logs; the transient drops the
@@ -130,6 +130,69 @@ def test_top_k_equals_full_spectrum_and_reortho_and_transient_are_exact():
     np.testing.assert_allclose(burn.running[5:9], np.broadcast_to(measured[4], (4, 4)), atol=1e-10)
     assert int(burn.steps) == 100 and burn.running.shape == (100, 4)
     np.testing.assert_allclose(burn.drift, measured[-1] - measured[-11], rtol=0, atol=1e-10)
+
+
+def test_auto_interval_is_the_largest_m_within_the_condition_bound():
+    """m = largest with exp(spread m) <= 1/sqrt(eps) and exp(|lambda| m) <= max**(1/4), clipped to [1, 64]."""
+    for dtype, eps, big in [
+        (jnp.float64, 2.0**-52, 1.7976931348623157e308),
+        (jnp.float32, 2.0**-23, 3.4028235e38),
+    ]:
+        for exps in ([0.13, -5.62], [0.5, -1.0, -2.5], [0.3, 0.2], [-0.69, -0.69], [0.0, 0.0], [1.0, -99.0]):
+            m = int(auto_reortho_every(jnp.asarray(exps), dtype))
+            spread, size = max(exps) - min(exps), max(abs(e) for e in exps)
+
+            def fits(m, spread=spread, size=size, eps=eps, big=big):
+                return spread * m <= 0.5 * np.log(1 / eps) and size * m <= 0.25 * np.log(big)
+
+            assert 1 <= m <= MAX_REORTHO_EVERY
+            assert m == 1 or fits(m)
+            assert m == MAX_REORTHO_EVERY or not fits(m + 1)
+    assert int(auto_reortho_every(jnp.asarray([0.13, -5.62]), jnp.float64)) == 3  # the docstring's example
+    assert int(auto_reortho_every(jnp.asarray([0.13, -5.62]), jnp.float32)) == 1
+    assert int(auto_reortho_every(jnp.asarray([[0.1, -1.0], [0.0, -2.0]]), jnp.float64)) == 8  # over all
+
+
+def test_auto_schedule_matches_qr_every_step_where_a_fixed_large_m_fails():
+    """Chaotic tanh(2 W h), full spectrum, float64: 'auto' (m ~ 18 / spread) stays within 1e-6 of QR at
+    every step on the same trajectory; a fixed m = 12 (kappa ~ exp(12 spread) >> 1/eps) loses the lowest."""
+    n, g, steps = 24, 2.0, 1500
+    w = jnp.asarray(random_w(n, seed=8))
+    h0 = jnp.asarray(np.random.default_rng(9).normal(size=(1, n)))
+    run = lambda m: lyapunov_spectrum(autonomous_tanh(g), w, h0, None, length=steps, reortho_every=m)  # noqa: E731
+    ref, auto, coarse = run(1), run("auto"), run(12)
+    spread = float(ref.exponents[0] - ref.exponents[-1])
+    m = int(auto_reortho_every(ref.exponents, jnp.float64))
+    assert spread > 2.0 and m == int(18.02 / spread) and m >= 2
+    # the pilot (32 steps) at every step, then about every m steps
+    assert 32 + (steps - 32) / (m + 1) < int(auto.reorthos) < 32 + (steps - 32) / (m - 1)
+    assert int(ref.reorthos) == steps and int(coarse.reorthos) == -(-steps // 12)
+    np.testing.assert_allclose(auto.exponents, ref.exponents, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(auto.running[-1], ref.running[-1], rtol=0, atol=1e-6)
+    assert np.max(np.abs(np.asarray(coarse.exponents - ref.exponents))) > 0.1
+
+
+def test_auto_schedule_equals_python_loop_with_qr_every_step():
+    """Contracting driven tanh RNN (trajectories do not part ways), spread ~ 4 so m > 1: 'auto' against
+    a Python loop over explicit Jacobians with numpy QR at every step, float64."""
+    cell = cells.get("rnn", hidden_size=12, weight_scale=0.9, dtype="float64")
+    params = cell.init(jax.random.key(3), 3)
+    steps = 400
+    xs = normal((steps, 1, 3), seed=5)
+    carry = cell.initial_carry(1)
+    res = lyapunov_spectrum(cell, params, carry, xs, init="identity")
+    assert int(res.reorthos) < 32 + (steps - 32) / 2  # m >= 2 after the pilot
+    step_and_jacobian = jax.jit(
+        lambda c, x: (cell.step(params, c, x)[0], flat_jacobian(lambda c: cell.step(params, c, x)[0], c))
+    )
+    frame, logs = np.eye(12), 0.0
+    for t in range(steps):
+        carry, jac = step_and_jacobian(carry, xs[t])
+        frame, r = np.linalg.qr(np.asarray(jac[0]) @ frame)
+        logs = logs + np.log(np.abs(np.diagonal(r)))
+    assert logs[0] - logs[-1] > 2.0 * steps
+    # the stated error of 'auto' in float64 (QR at every step: 1e-14 here)
+    np.testing.assert_allclose(res.exponents, logs / steps, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("g", [0.5, 0.8])
@@ -174,11 +237,13 @@ def test_jit_and_float32():
     params = cell.init(jax.random.key(0), 2)
     xs = normal((300, 2, 2), seed=1, dtype=jnp.float32)
     carry0 = cell.initial_carry(2)
-    jitted = jax.jit(lambda p, c, x: lyapunov_spectrum(cell, p, c, x, k=3))(params, carry0, xs)
+    jitted = jax.jit(lambda p, c, x: lyapunov_spectrum(cell, p, c, x, k=3, reortho_every=1))(
+        params, carry0, xs
+    )
     assert jitted.exponents.dtype == jnp.float32 and jitted.running.shape == (300, 3)
     # the random frame is drawn in float32 for every dtype, so a float64 run starts from the same frame
     as64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), (params, carry0, xs))
-    ref = lyapunov_spectrum(cell, *as64, k=3)
+    ref = lyapunov_spectrum(cell, *as64, k=3, reortho_every=1)
     assert ref.exponents.dtype == jnp.float64
     np.testing.assert_allclose(jitted.per_example, ref.per_example, rtol=0, atol=1e-5)
     # log space: rho^T = 0.5^1000 underflows float32, the exponents stay exact
@@ -197,7 +262,8 @@ def test_bad_input_raises_one_line_errors():
         ({"k": 5}, "k must be an int in \\[1, D=4\\]"),
         ({"k": 0}, "k must be"),
         ({"transient": 10}, "transient must be an int in \\[0, T-1\\] = \\[0, 9\\], got 10"),
-        ({"reortho_every": 0}, "reortho_every must be a positive int, got 0"),
+        ({"reortho_every": 0}, "reortho_every must be a positive int or 'auto', got 0"),
+        ({"reortho_every": "fast"}, "reortho_every must be a positive int or 'auto'"),
         ({"init": "eye"}, "init must be one of"),
     ]
     for kwargs, match in cases:
