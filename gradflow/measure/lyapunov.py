@@ -143,47 +143,44 @@ def _spectrum(step, params, carry0, xs, cols, k, length, transient, reortho_ever
         pushed = jax.vmap(push)(_unflatten(carry0, frame))
         return new_carry, _flatten_k(pushed)
 
-    def orthonormalize(frame):
+    def reortho(t, books):
+        """QR of the frame and the bookkeeping that changes only then (``books``: see ``state0``)."""
+        frame, logs, count, all_logs, next_qr, reorthos, _ = books
         q, r = jnp.linalg.qr(jnp.moveaxis(frame, 0, -1))  # [B, D, k], [B, k, k]
-        return jnp.moveaxis(q, -1, 0), jnp.log(jnp.abs(jnp.diagonal(r, axis1=-2, axis2=-1)))
-
-    def body(state, inp):
-        carry, frame, logs, count, all_logs, next_qr, reorthos = state
-        t, p, x = inp
-        carry, frame = advance(carry, frame, params if p is None else p, x)
-        if reortho_every == 1:
-            do_qr = jnp.ones((), bool)
-            frame, log_r = orthonormalize(frame)
-        else:
-            due = (t + 1 == next_qr) if auto else ((t + 1) % reortho_every == 0)
-            do_qr = due | (t == length - 1) | (t + 1 == transient)
-            skip = lambda f: (f, jnp.zeros((batch, k), dtype))  # noqa: E731
-            frame, log_r = jax.lax.cond(do_qr, orthonormalize, skip, frame)
+        log_r = jnp.log(jnp.abs(jnp.diagonal(r, axis1=-2, axis2=-1)))
+        measured = t >= transient
+        logs = logs + jnp.where(measured, log_r, 0.0)
+        # steps covered by the accumulated logs: up to the last re-orthonormalization
+        count = jnp.where(measured, t + 1 - transient, count)
         if auto:
             # the spread from the logs of all steps so far (transient included), QR every step in the pilot
             all_logs = all_logs + log_r
             m = auto_reortho_every(all_logs / (t + 1).astype(dtype), dtype)
-            next_qr = jnp.where(do_qr, t + 1 + jnp.where(t + 1 < PILOT, 1, m), next_qr)
-        measured = t >= transient
-        logs = logs + jnp.where(measured, log_r, 0.0)
-        # steps covered by the accumulated logs: up to the last re-orthonormalization
-        count = jnp.where(do_qr & measured, t + 1 - transient, count)
+            next_qr = t + 1 + jnp.where(t + 1 < PILOT, 1, m)
         running = jnp.mean(logs, axis=0) / jnp.maximum(count, 1).astype(dtype)
-        state = (carry, frame, logs, count, all_logs, next_qr, reorthos + do_qr.astype(jnp.int32))
-        return state, running
+        return jnp.moveaxis(q, -1, 0), logs, count, all_logs, next_qr, reorthos + 1, running
+
+    def body(state, inp):
+        carry, books = state
+        t, p, x = inp
+        carry, frame = advance(carry, books[0], params if p is None else p, x)
+        books = (frame, *books[1:])
+        if reortho_every == 1:
+            books = reortho(t, books)
+        else:
+            due = (t + 1 == books[4]) if auto else ((t + 1) % reortho_every == 0)
+            do_qr = due | (t == length - 1) | (t + 1 == transient)
+            books = jax.lax.cond(do_qr, reortho, lambda t, books: books, t, books)
+        return (carry, books), books[-1]
 
     zeros = jnp.zeros((batch, k), dtype)
-    state0 = (
-        carry0,
-        frame0,
-        zeros,
-        jnp.zeros((), jnp.int32),
-        zeros,
-        jnp.ones((), jnp.int32),
-        jnp.zeros((), jnp.int32),
-    )
+    zero = jnp.zeros((), jnp.int32)
+    # frame, sum of measured ln |R_ii|, steps they cover, sum of all ln |R_ii|, next QR step ('auto'),
+    # number of QRs, running estimate
+    books0 = (frame0, zeros, zero, zeros, jnp.ones((), jnp.int32), zero, jnp.zeros((k,), dtype))
     inputs = (jnp.arange(length, dtype=jnp.int32), params if per_step else None, xs)
-    (_, _, logs, count, _, _, reorthos), running = jax.lax.scan(body, state0, inputs, length=length)
+    (_, books), running = jax.lax.scan(body, (carry0, books0), inputs, length=length)
+    _, logs, count, _, _, reorthos, _ = books
     steps = length - transient
     per_example = logs / steps
     running = running[transient:]
