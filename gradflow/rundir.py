@@ -257,6 +257,7 @@ def provenance(source=None) -> dict:
     return {
         "versions": {"jax": jax.__version__, "flax": _version("flax"), "gradflow": _version("gradflow")},
         "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})",
+        "process_count": jax.process_count(),
         **git_state(source),
     }
 

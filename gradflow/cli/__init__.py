@@ -24,6 +24,8 @@ EPILOG = """examples:
   gradflow measure rnn --set weight_scale=1.5 --set hidden_size=256 --json
   gradflow measure residual --set depth=100
   gradflow --no-compile-cache run compare_cells --quick
+  gradflow run phase_diagram --coordinator node0:7654 --num-processes 2 --process-id 0   # on node0
+  gradflow run phase_diagram --coordinator node0:7654 --num-processes 2 --process-id 1   # on node1
 
 compiled programs are kept in ~/.cache/gradflow/jax ($XDG_CACHE_HOME/gradflow/jax), at most 2 GiB:
 --compile-cache DIR or GRADFLOW_COMPILE_CACHE_DIR=DIR moves it, --no-compile-cache or
@@ -44,6 +46,29 @@ def _cache_options(parser: argparse.ArgumentParser, default) -> None:
         action="store_true",
         default=False if default is None else default,
         help="compile everything afresh and keep nothing (or GRADFLOW_COMPILE_CACHE=0)",
+    )
+
+
+def _process_options(parser: argparse.ArgumentParser) -> None:
+    """Several processes as one run (``jax.distributed``): ``run`` and ``claims``."""
+    group = parser.add_argument_group(
+        "several processes (jax.distributed)",
+        "start the same command in every process; process 0 writes the output directory",
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (it serves it)")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes run together")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process, 0 <= I < N")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="take the three from SLURM, Open MPI, Kubernetes or a TPU pod (jax.distributed.initialize)",
+    )
+    group.add_argument(
+        "--process-timeout",
+        type=int,
+        default=60,
+        metavar="S",
+        help="a process that stops answering ends the run on every process after S seconds (default 60)",
     )
 
 
@@ -90,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the runs of one compiled call are batched: lax.map (one after another) or vmap "
         "(all at once); default auto: map on CPU, vmap on GPU/TPU (or GRADFLOW_RUN_BATCHING)",
     )
+    _process_options(p_r)
     p_r.set_defaults(func=_cmd_run)
     p_cfg = verb(
         "config",
@@ -143,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_c.add_argument("--quick", action="store_true", help="small sizes (the tests use this)")
     p_c.add_argument("-o", "--output", default="runs/claims", help="report directory (default runs/claims)")
     p_c.add_argument("--force", action="store_true", help="overwrite a non-empty report directory")
+    _process_options(p_c)
     p_c.set_defaults(func=_cmd_claims)
     return parser
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 import sys
 
-from gradflow.cli.common import CliError
+from gradflow.cli.common import CliError, ending_every_process, start_processes
 from gradflow.cli.measure import _half_life
 
 
 def _cmd_run(args) -> int:
+    multi = start_processes(args)  # before anything runs on a device
+    with ending_every_process(multi):
+        return _run(args)
+
+
+def _run(args) -> int:
     from pathlib import Path
 
     from rich.console import Console
@@ -41,7 +47,6 @@ def _cmd_run(args) -> int:
         def progress(i, n, label, skipped):
             done = "kept from the interrupted run" if skipped else "done"
             bar.update(task, total=n, completed=i + 1, description=f"{cfg.name}: {label} {done}")
-            stop.check()
 
         def step_progress(i, n, label, step, steps):
             text = f"{cfg.name}: group {i + 1}/{n} {label}: step {step}"
@@ -68,6 +73,12 @@ def _cmd_run(args) -> int:
                 file=sys.stderr,
             )
             return 130
+    if summary.get("process_count", 1) > 1 and jax_process_index() > 0:
+        print(
+            f"process {jax_process_index()} of {summary['process_count']}: computed its share of "
+            f"{len(summary['runs'])} runs; process 0 wrote {out}/"
+        )
+        return 0
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: wide enough that the table does not wrap
         console = Console(width=120)
@@ -87,6 +98,12 @@ def _cmd_run(args) -> int:
         f"results and figures ({', '.join(summary['figures'])}) in {out}/"
     )
     return 0
+
+
+def jax_process_index() -> int:
+    import jax
+
+    return jax.process_index()
 
 
 def _train_table(summary: dict, out):
@@ -143,8 +160,9 @@ class _StopBetweenGroups:
 
     Raising from the signal handler itself can be swallowed (a handler that runs
     inside a garbage-collection callback has its exception ignored), so the first
-    signal only sets a flag that the progress callback turns into
-    ``KeyboardInterrupt`` at the next group boundary; a second signal raises at once.
+    signal only sets a flag that the runner polls (``should_stop``; with several processes, a stop
+    asked of any of them) and turns into ``KeyboardInterrupt`` at the next group boundary or
+    training chunk; a second signal raises at once.
     """
 
     def __init__(self):
@@ -156,10 +174,6 @@ class _StopBetweenGroups:
             raise KeyboardInterrupt
         self.requested = True
         sys.stderr.write("gradflow: stopping after this group or training chunk (signal again to stop now)\n")
-
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
 
     def __enter__(self):
         import signal

@@ -3,8 +3,9 @@
 Runs that differ only in seeds or in scalar init options (``weight_scale``,
 ``bias_scale``, ``forget_bias``, ...) share one compiled call; those
 options become array axes (vmapped on GPU/TPU; on CPU a ``lax.map`` over the
-runs; ``run_batching`` says which and how to choose). With several devices the run axis is sharded over
-them. Pure: returns arrays, never prints or writes.
+runs; ``run_batching`` says which and how to choose). With several devices, or several processes
+(``gradflow.engine.processes``), each device computes its slice of the run axis (``engine.devices``)
+and every process gets the whole result. Pure: returns arrays, never prints or writes.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradflow import cells
 from gradflow.config import DISTRIBUTIONS, LOSSES
 from gradflow.config import Inputs as Inputs  # one definition: the config's inputs section
+from gradflow.engine import devices
 from gradflow.measure.fit import DecayFit
 from gradflow.measure.flow import gradient_flow
 
@@ -111,7 +112,7 @@ def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_
         res = gradient_flow(cell, params, carry0, xs, batch_loss, fit_window=fit_window, step_shares=False)
         return res._replace(grads=None, norms=None)
 
-    return jax.jit(over_runs(one, mode))
+    return devices.over_devices(over_runs(one, mode), 2)
 
 
 BATCHINGS = ("auto", "map", "vmap")
@@ -215,7 +216,7 @@ def measure_runs(
         fn = _compiled(cell_name, static, dynamic, inputs, loss, window, run_batching())
         seed_arr = np.asarray([seeds[r] for r in runs], np.uint32)
         dyn_arr = np.asarray([[float(options[r][k]) for k in dynamic] for r in runs], np.float32)
-        out = _call_sharded(fn, seed_arr, dyn_arr.reshape(len(runs), len(dynamic)))
+        out = devices.call(fn, seed_arr, dyn_arr.reshape(len(runs), len(dynamic)))
         fits = jax.tree_util.tree_leaves(out.fit, is_leaf=lambda x: isinstance(x, DecayFit))
         columns = {
             "total_log10_norms": out.total_log10_norms,
@@ -246,17 +247,3 @@ def measure_runs(
         nonfinite_step=rows["nonfinite_step"],
     )
     return result, len(groups)
-
-
-def _call_sharded(fn, seeds, dynamic):
-    """Call ``fn`` with the run axis sharded over all devices (padded to a multiple)."""
-    n_dev = jax.device_count()
-    n = seeds.shape[0]
-    if n_dev == 1:
-        return jax.device_get(fn(seeds, dynamic))
-    pad = (-n) % n_dev
-    seeds = np.concatenate([seeds, np.repeat(seeds[-1:], pad)])
-    dynamic = np.concatenate([dynamic, np.repeat(dynamic[-1:], pad, axis=0)])
-    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("runs",)), PartitionSpec("runs"))
-    out = fn(jax.device_put(seeds, sharding), jax.device_put(dynamic, sharding))
-    return jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], jax.device_get(out))

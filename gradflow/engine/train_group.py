@@ -1,5 +1,6 @@
 """One training group compiled once: every run's init, K train steps and evaluation, batched over
-the runs (``over_runs``), with the gradient flow of every update from ``gradient_flow``."""
+the runs (``over_runs``) and split over the devices (``engine.devices``), with the gradient flow of
+every update from ``gradient_flow``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gradflow.engine import devices
 from gradflow.engine.sweep import carry_part_names, over_runs, run_batching
 from gradflow.learn.models import Model
 from gradflow.learn.optim import Settings, optimizer
@@ -62,12 +64,13 @@ class _Group:
         self.make_model, self.names, self.task, self.s = make_model, tuple(option_names), task, settings
         self.eval_batch = task.sample(jax.random.key(EVAL_KEY), settings.eval_batch)
         mode = run_batching()  # fixed when the group is built (see sweep.run_batching)
-        self.init = jax.jit(over_runs(lambda h: self._init(*h), mode))
-        self.chunk = jax.jit(
-            lambda st, h, start: over_runs(lambda a, b: self._chunk(a, b, start), mode)(st, h)
+        # each device runs its slice of the runs (engine.devices); the step counter is shared
+        self.init = devices.over_devices(over_runs(lambda h: self._init(*h), mode), 1)
+        self.chunk = devices.over_devices(
+            lambda st, h, start: over_runs(lambda a, b: self._chunk(a, b, start), mode)(st, h), 2, 1
         )
-        self.evaluate = jax.jit(
-            lambda st, h, step: over_runs(lambda a, b: self._evaluate(a, b, step), mode)(st, h)
+        self.evaluate = devices.over_devices(
+            lambda st, h, step: over_runs(lambda a, b: self._evaluate(a, b, step), mode)(st, h), 2, 1
         )
 
     def model(self, options) -> Model:

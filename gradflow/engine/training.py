@@ -2,7 +2,8 @@
 
 One jit-compiled train step serves all runs of a group (seeds, and settings that share shapes:
 learning rate, clipping threshold and scalar init options such as ``forget_bias`` are per-run array
-values): a ``vmap`` over the runs on GPU/TPU, a ``lax.map`` on CPU (see ``sweep.over_runs``). The
+values): a ``vmap`` over the runs on GPU/TPU, a ``lax.map`` on CPU (see ``sweep.over_runs``), each
+device (of every process, ``engine.processes``) running its slice of the runs. The
 step's gradient comes from ``gradient_flow``, so the per-step norms ``||dL/dh_t||`` of the training
 loss are a by-product of every update; every ``eval_every`` steps they are kept, with the held-out
 loss and gate statistics.
@@ -24,13 +25,13 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from gradflow.engine import devices, processes
 from gradflow.engine.train_group import EVAL_KEY as EVAL_KEY
 from gradflow.engine.train_group import Hyper, _carry_parts, _Group, _host_float
 from gradflow.learn import depth as _depth
-from gradflow.learn.checkpoint import load_checkpoint, save_checkpoint
+from gradflow.learn.checkpoint import checkpoint_from_bytes, save_checkpoint
 from gradflow.learn.models import Model as Model
 from gradflow.learn.models import check_depth_model
 from gradflow.learn.optim import OPTIMIZERS as OPTIMIZERS
@@ -150,9 +151,10 @@ def train_runs(
         raise ValueError(f"checkpoint_every ({every}) must be a multiple of eval_every ({K})")
 
     t0 = time.perf_counter()
+    hyper = devices.place(devices.pad(hyper, devices.padded(R)))  # the run axis over every device
     state = group.init(hyper)
-    chunk = group.chunk.lower(state, hyper, jnp.int32(0)).compile()
-    evaluate = group.evaluate.lower(state, hyper, jnp.int32(0)).compile()
+    chunk = group.chunk.lower(state, hyper, np.int32(0)).compile()
+    evaluate = group.evaluate.lower(state, hyper, np.int32(0)).compile()
     compile_s = time.perf_counter() - t0
 
     T = _depth.stack_depth(probe.cell) if probe.cell.params_per_step else task.steps  # flow: [T+1]
@@ -173,27 +175,31 @@ def train_runs(
         hist[f"flow_log10/{p}"] = np.full((R, E, T + 1), np.nan, np.float32)
     start = 0
     path = None if checkpoint is None else Path(checkpoint)
-    if path is not None and path.exists():
-        start, state, hist = load_checkpoint(path, state, hist)
+    if path is not None:  # process 0 reads it; every process resumes from what it read
+        saved = processes.share(path.read_bytes() if processes.is_writer() and path.exists() else None)
+        if saved:
+            start, host_state, hist = checkpoint_from_bytes(saved, devices.gather(state, R), hist)
+            state = devices.place(devices.pad(host_state, devices.padded(R)))
 
     step = start
     while True:
         e = step // K
-        state, (loss, acc, gates) = evaluate(state, hyper, jnp.int32(step))
-        hist["eval_loss"][:, e] = np.asarray(loss)
-        hist["eval_accuracy"][:, e] = np.asarray(acc)
+        state, evaluated = evaluate(state, hyper, np.int32(step))
+        loss, acc, gates = devices.gather(evaluated, R)
+        hist["eval_loss"][:, e] = loss
+        hist["eval_accuracy"][:, e] = acc
         for name, values in gates.items():
-            hist.setdefault(f"gates/{name}", np.full((R, E), np.nan, np.float32))[:, e] = np.asarray(values)
-        if step >= s.steps or not np.asarray(state.active).any():
+            hist.setdefault(f"gates/{name}", np.full((R, E), np.nan, np.float32))[:, e] = values
+        if step >= s.steps or not devices.gather(state.active, R).any():
             break
         t_chunk = time.perf_counter()
-        state, records, flow = chunk(state, hyper, jnp.int32(step))
-        records = jax.device_get(records)
+        state, records, flow = chunk(state, hyper, np.int32(step))
+        records = devices.gather(records, R)
         hist["chunk_times"] = np.append(hist["chunk_times"], time.perf_counter() - t_chunk)
         sl = slice(step, step + K)
         for key, values in zip(("train_loss", "grad_norm", "clipped", "updated"), records, strict=False):
             hist[key][:, sl] = values
-        log10_parts, total, fit = jax.device_get(flow)
+        log10_parts, total, fit = devices.gather(flow, R)
         was_active = records[4][:, 0]  # the flow is kept for runs active at the chunk's first step
         for p, values in zip(parts, jax.tree_util.tree_leaves(log10_parts), strict=True):
             hist[f"flow_log10/{p}"][was_active, e] = values[was_active]
@@ -203,13 +209,15 @@ def train_runs(
         step += K
         if progress is not None:
             progress(step, s.steps)
-        stop = should_stop is not None and should_stop()
+        stop = should_stop is not None and processes.any_process(should_stop())
         if path is not None and (step % every == 0 or stop) and step < s.steps:
-            save_checkpoint(path, step, state, hist)
+            host_state = devices.gather(state, R)  # every process takes part; process 0 writes
+            if processes.is_writer():
+                save_checkpoint(path, step, host_state, hist)
         if stop:
             raise KeyboardInterrupt(f"stopped at step {step}")
 
-    state = jax.device_get(state)
+    state = devices.gather(state, R)
     # a stopped run's params no longer change and the held-out set is fixed: its later evaluations
     # would repeat the last one exactly, so the last one is carried forward (not recomputed)
     for key in [k for k in hist if k in ("eval_loss", "eval_accuracy") or k.startswith("gates/")]:

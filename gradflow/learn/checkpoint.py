@@ -24,7 +24,12 @@ def save_checkpoint(path: Path, step: int, state, hist: dict) -> None:
 
 def load_checkpoint(path: Path, state, hist: dict):
     """``(step, state, hist)`` from ``path``; ``state``/``hist`` give the structure to restore into."""
-    payload = serialization.msgpack_restore(path.read_bytes())
+    return checkpoint_from_bytes(Path(path).read_bytes(), state, hist)
+
+
+def checkpoint_from_bytes(data: bytes, state, hist: dict):
+    """``load_checkpoint`` of a checkpoint file's contents ``data``; ``state`` comes back on the host."""
+    payload = serialization.msgpack_restore(data)
     state = serialization.from_state_dict(jax.device_get(state), payload["state"])
     loaded = {k.replace("|", "/"): np.array(v) for k, v in payload["hist"].items()}  # writable copies
-    return int(payload["step"]), jax.device_put(state), {**hist, **loaded}
+    return int(payload["step"]), state, {**hist, **loaded}

@@ -19,16 +19,23 @@ import numpy as np
 
 from gradflow import cells, figures, theory
 from gradflow import config as cfgmod
-from gradflow.engine import compile_cache, sweep
+from gradflow.engine import compile_cache, processes, sweep
 from gradflow.measure.fit import finite_ends
-from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, open_run, write_npz
+from gradflow.rundir import PARTS, RunDirError, atomic_write, json_number, write_npz
 from gradflow.runs import train_experiment
 from gradflow.runs.configs import REGISTRIES as REGISTRIES
 from gradflow.runs.configs import build_cell as build_cell
 from gradflow.runs.configs import load_config as load_config
 from gradflow.runs.layout import FIGURE_STEMS as FIGURE_STEMS
 from gradflow.runs.layout import RESULT_FILES as RESULT_FILES
-from gradflow.runs.layout import load_parts, result_files, unfinished, write_results
+from gradflow.runs.layout import (
+    load_parts,
+    open_shared,
+    result_files,
+    shared_summary,
+    unfinished,
+    write_results,
+)
 
 __all__ = ["PARTS", "RunDirError", "atomic_write", "json_number", "plan", "run_config", "run_experiment"]
 
@@ -137,11 +144,11 @@ def run_experiment(
     with _CompileClock() as clock:
         if cfg.task is not None:
             groups = train_experiment.plan(cfg)  # every sweep point is validated before the directory
-            state = open_run(Path(out), cfgmod.dump_config(cfg), force=force, protect=[source])
+            state = open_shared(Path(out), cfgmod.dump_config(cfg), force=force, protect=[source])
             return train_experiment.run_training(
-                cfg, groups, state, progress, step_progress, should_stop, clock, source
+                cfg, groups, Path(out), state, progress, step_progress, should_stop, clock, source
             )
-        return _run(cfg, Path(out), force, progress, clock, source)
+        return _run(cfg, Path(out), force, progress, should_stop, clock, source)
 
 
 def run_config(
@@ -152,6 +159,7 @@ def run_config(
     quick: bool = False,
     force: bool = False,
     progress=None,
+    distributed: processes.Distributed | dict | bool | None = None,
 ) -> dict:
     """``gradflow run`` from Python: load the YAML config at ``path`` and run it into ``out``.
 
@@ -159,6 +167,10 @@ def run_config(
     ``overrides`` are ``"key.path=value"`` strings (``--set``); ``out`` defaults
     to the config's ``output.dir``. Returns the summary (also in ``out/summary.json``).
     ``force`` replaces a run directory gradflow wrote (never anything else; see ``gradflow.rundir``).
+    ``distributed``: run over several processes (``gradflow.Distributed(coordinator, num_processes,
+    process_id)``, or True to detect them from SLURM, Open MPI, Kubernetes or a TPU pod); call it in
+    every process, before anything else runs on a device; process 0 writes ``out``, every process
+    returns the same summary; a lost process raises ``ProcessError`` (one line).
     The persistent compile cache is enabled first, as ``gradflow run`` does, unless this process chose
     already (``gradflow.compile_cache.enable_once()``: on unless ``GRADFLOW_COMPILE_CACHE=0``).
 
@@ -167,19 +179,24 @@ def run_config(
         summary = run_config("compare_cells", "/tmp/cc", quick=True)
         summary["settings"][0]["median_rate"]   # ln per step, tanh RNN
     """
+    multi = processes.start(distributed)
     path = cfgmod.resolve_config(path)
     cfg = load_config(path, overrides, quick=quick)
     compile_cache.enable_once()
     try:
         return run_experiment(cfg, Path(out or cfg.output.dir), force=force, progress=progress, source=path)
+    except Exception as err:
+        if multi and processes.is_lost_peer(err):
+            raise processes.ProcessError(processes.lost(str(err).splitlines()[0])) from None
+        raise
     finally:
         compile_cache.warn_if_never_hits()
 
 
-def _run(cfg, out, force, progress, clock, source) -> dict:
+def _run(cfg, out, force, progress, should_stop, clock, source) -> dict:
     cfg_text = cfgmod.dump_config(cfg)
     groups = plan(cfg)  # every sweep point is validated before the directory is touched
-    state = open_run(out, cfg_text, force=force, protect=[source])
+    state = open_shared(out, cfg_text, force=force, protect=[source])  # None: not the writing process
     compiles, seconds0 = 0, clock.seconds
     try:
         for g_idx, group in unfinished(out, groups, progress):
@@ -205,17 +222,23 @@ def _run(cfg, out, force, progress, clock, source) -> dict:
                 arrays[f"log10_norms/{p}"] = res.log10_norms[p]
                 for field in ("rate", "half_life", "r2"):
                     arrays[f"{field}/{p}"] = getattr(res, field)[p]
-            write_npz(part, arrays)
-            state.attempts.update(compiles, clock.seconds - seconds0)
+            if state is not None:
+                write_npz(part, arrays)
+                state.attempts.update(compiles, clock.seconds - seconds0)
             if progress:
                 progress(g_idx, len(groups), group["label"], skipped=False)
+            if should_stop is not None and processes.any_process(should_stop()):
+                raise KeyboardInterrupt(f"stopped after group {g_idx}")
     finally:
-        state.attempts.update(compiles, clock.seconds - seconds0)
+        if state is not None:
+            state.attempts.update(compiles, clock.seconds - seconds0)
+    if state is None:
+        return shared_summary(None)
     state.manifest.record(*result_files(cfg))
     timing = state.attempts.totals() | {"compile_cache": clock.cache()}  # the cache: this attempt
     summary = _write_results(out, groups, timing, state.resumed, cfg, source)
     state.finish([*RESULT_FILES, *summary["figures"]])
-    return summary
+    return shared_summary(summary)
 
 
 def _write_results(out: Path, groups, timing, resumed, cfg, source) -> dict:

@@ -12,7 +12,8 @@ import numpy as np
 
 from gradflow import config as cfgmod
 from gradflow import figures
-from gradflow.rundir import PARTS, atomic_write, provenance, write_npz
+from gradflow.engine import processes
+from gradflow.rundir import PARTS, RunDirError, RunState, atomic_write, open_run, provenance, write_npz
 
 RESULT_FILES = ("config.yaml", "results.npz", "results.csv", "summary.json")
 RUN_COLUMNS = ("run_id", "label", "cell", "seed")  # every results.csv row starts with these, then the point
@@ -35,12 +36,38 @@ def load_parts(out: Path, groups: list[dict]) -> tuple[list, list[dict]]:
     return runs, parts
 
 
+def open_shared(out: Path, cfg_text: str, *, force: bool, protect=()) -> RunState | None:
+    """``rundir.open_run`` on the process that writes (process 0); with several processes every one
+    of them raises its refusal, and the others get None (they never touch the directory)."""
+    if processes.count() == 1:
+        return open_run(out, cfg_text, force=force, protect=protect)
+    message, state = "", None
+    if processes.is_writer():
+        try:
+            state = open_run(out, cfg_text, force=force, protect=protect)
+        except RunDirError as err:
+            message = str(err)
+    message = processes.share(message.encode()).decode()
+    if message:
+        raise RunDirError(message if processes.is_writer() else f"process 0 refused: {message}")
+    return state
+
+
+def shared_summary(summary: dict | None) -> dict:
+    """The run's summary as process 0 wrote it, on every process (all wait for process 0 here)."""
+    if processes.count() == 1:
+        return summary
+    return json.loads(processes.share(json.dumps(summary).encode() if summary is not None else None))
+
+
 def unfinished(out: Path, groups: list[dict], progress=None):
     """``(index, group)`` of each group with no ``out/.parts/<index>.npz`` yet: the one resume rule
-    of measuring and training runs. A finished group is reported to ``progress(i, n, label,
-    skipped=True)`` instead."""
+    of measuring and training runs (process 0 looks, every process gets its answer). A finished
+    group is reported to ``progress(i, n, label, skipped=True)`` instead."""
+    seen = [(out / PARTS / f"{g}.npz").exists() for g in range(len(groups))] if processes.is_writer() else []
+    finished = json.loads(processes.share(json.dumps(seen).encode()))
     for g_idx, group in enumerate(groups):
-        if (out / PARTS / f"{g_idx}.npz").exists():
+        if finished[g_idx]:
             if progress:
                 progress(g_idx, len(groups), group["label"], skipped=True)
             continue

@@ -37,7 +37,7 @@ from gradflow.engine.sweep import DYNAMIC_OPTIONS
 from gradflow.learn import tasks
 from gradflow.rundir import PARTS, atomic_write, write_npz
 from gradflow.runs.configs import REGISTRIES, load_config
-from gradflow.runs.layout import RESULT_FILES, result_files, unfinished
+from gradflow.runs.layout import RESULT_FILES, result_files, shared_summary, unfinished
 from gradflow.runs.train_results import _write_results
 
 LAST_STEP_TASKS = ("adding", "temporal_order")  # tasks scored at the last step only
@@ -125,16 +125,22 @@ def _make_model(group: dict, task):
     return make
 
 
-def run_training(cfg, groups: list[dict], state, progress, step_progress, should_stop, clock, source) -> dict:
-    """Train ``groups`` (``plan(cfg)``) into the run directory ``state`` (``rundir.open_run``)."""
-    out = state.root
+def run_training(
+    cfg, groups: list[dict], out: Path, state, progress, step_progress, should_stop, clock, source
+) -> dict:
+    """Train ``groups`` (``plan(cfg)``) into the run directory ``out``, opened as ``state``
+    (``layout.open_shared``; None on a process that does not write)."""
     trained, seconds0 = [], clock.seconds  # the groups compiled and trained in this attempt
     try:
-        for g_idx in _train_groups(groups, out, progress, step_progress, should_stop):
+        for g_idx in _train_groups(groups, out, state is not None, progress, step_progress, should_stop):
             trained.append(g_idx)
-            state.attempts.update(len(trained), clock.seconds - seconds0)
+            if state is not None:
+                state.attempts.update(len(trained), clock.seconds - seconds0)
     finally:
-        state.attempts.update(len(trained), clock.seconds - seconds0)
+        if state is not None:
+            state.attempts.update(len(trained), clock.seconds - seconds0)
+    if state is None:
+        return shared_summary(None)
     params = [f"params/{g_idx}.msgpack" for g_idx in range(len(groups))]
     state.manifest.record(*result_files(cfg), *params)
     (out / "params").mkdir(exist_ok=True)
@@ -144,11 +150,12 @@ def run_training(cfg, groups: list[dict], state, progress, step_progress, should
     timing = state.attempts.totals() | {"compile_cache": clock.cache()}  # the cache: this attempt
     summary = _write_results(out, groups, timing, state.resumed, cfg, source)
     state.finish([*RESULT_FILES, *params, *summary["figures"]])
-    return summary
+    return shared_summary(summary)
 
 
-def _train_groups(groups, out, progress, step_progress, should_stop):
-    """Train each group not yet in ``out/.parts``; yield its index once its results are written."""
+def _train_groups(groups, out, writes, progress, step_progress, should_stop):
+    """Train each group not yet in ``out/.parts``; yield its index once its results are written
+    (``writes``: this process writes them)."""
     for g_idx, group in unfinished(out, groups, progress):
         part = out / PARTS / f"{g_idx}.npz"
         task = tasks.get(group["task"].name, **group["task"].options)
@@ -177,9 +184,10 @@ def _train_groups(groups, out, progress, step_progress, should_stop):
         for k in ("param_count", "compile_s", "step_time_s"):
             arrays[k] = np.asarray(getattr(res, k))
         arrays["baseline"] = np.asarray(task.baseline)
-        atomic_write(out / PARTS / f"{g_idx}.msgpack", serialization.to_bytes(res.params))
-        write_npz(part, arrays)
-        (out / PARTS / f"{g_idx}.ckpt").unlink(missing_ok=True)
+        if writes:
+            atomic_write(out / PARTS / f"{g_idx}.msgpack", serialization.to_bytes(res.params))
+            write_npz(part, arrays)
+            (out / PARTS / f"{g_idx}.ckpt").unlink(missing_ok=True)
         yield g_idx
         if progress:
             progress(g_idx, len(groups), group["label"], skipped=False)
