@@ -6,10 +6,11 @@ others need from it (is the directory usable, which groups are finished, a train
 sent to them from process 0 (``share``), so no shared filesystem is needed.
 
 A lost process must not leave the others hanging: a collective with a dead peer fails at once (its
-connection closes), so every live process ends at its next collective (at the latest when the
-group being computed is done) with one line (``lost``) instead of waiting. When process 0 itself
-is lost, the coordination service goes with it and JAX's runtime ends the others at once, with its
-own log. A process that never joins ends the others after ``join_timeout_s``.
+connection closes), and while a process computes, a watchdog notices a peer that stopped answering
+within ``timeout_s / 2``; either way every live process ends with one line (``lost``) instead of
+waiting. When process 0 itself is lost, the coordination service goes with it and JAX's runtime may
+end the others first, at once, with its own log. A process that never joins ends the others after
+``join_timeout_s``.
 
 Example (two processes on one machine; ``gradflow run --coordinator ...`` does the same)::
 
@@ -19,10 +20,12 @@ Example (two processes on one machine; ``gradflow run --coordinator ...`` does t
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import sys
 import threading
+import time
 
 import jax
 import numpy as np
@@ -80,11 +83,6 @@ def start(spec: Distributed | dict | bool | None) -> bool:
     with _LOCK:
         if _joined():
             return jax.process_count() > 1
-        # recoverable: the coordination service does not abort the other processes when one is
-        # lost (JAX's runtime would end them with a fatal log and a C++ stack trace); they notice
-        # at their next collective, whose connection to the lost process is closed, and end with
-        # one line (``lost``)
-        jax.config.update("jax_enable_recoverability", True)
         try:
             jax.distributed.initialize(
                 spec.coordinator,
@@ -97,6 +95,8 @@ def start(spec: Distributed | dict | bool | None) -> bool:
         except (RuntimeError, ValueError) as err:  # jax's own errors: unreachable, timed out, detection
             where = spec.coordinator or "the detected cluster"
             raise ProcessError(f"could not join the processes at {where}: {_first_line(err)}") from None
+        if jax.process_count() > 1:
+            _Watchdog(spec.timeout_s).start()
     return jax.process_count() > 1
 
 
@@ -104,6 +104,51 @@ def _joined() -> bool:
     from jax._src import distributed  # the only record of whether initialize() already ran
 
     return distributed.global_state.client is not None
+
+
+class _Watchdog(threading.Thread):
+    """Notices a lost process while this one computes, before JAX's coordination service does.
+
+    Every ``timeout_s / 6`` seconds each process bumps its own counter in the service's key-value
+    store and reads the others'; a counter that has not moved for ``timeout_s / 2`` (half the
+    service's heartbeat timeout, which would otherwise end this process with a fatal log and a C++
+    stack trace) means that process is gone: one line (``lost``) and out. Stopped at exit, before
+    JAX's shutdown barrier.
+    """
+
+    def __init__(self, timeout_s: int):
+        super().__init__(name="gradflow-watchdog", daemon=True)
+        from jax._src import distributed  # the client of jax.distributed (no public handle)
+
+        self.client = distributed.global_state.client
+        self.every, self.stale = max(timeout_s / 6, 0.2), max(timeout_s / 2, 1.0)
+        self.stopped = threading.Event()
+        atexit.register(self.stopped.set)  # runs before jax's own shutdown (registered earlier)
+
+    def run(self) -> None:
+        me, n, count = jax.process_index(), jax.process_count(), 0
+        seen = {i: (None, time.monotonic()) for i in range(n) if i != me}
+        while not self.stopped.wait(self.every):
+            count += 1
+            try:
+                self.client.key_value_set(f"gradflow/alive/{me}", str(count), allow_overwrite=True)
+            except Exception as err:  # the service itself is gone: process 0 was lost
+                if not self.stopped.is_set():
+                    _end(lost(_first_line(err)))
+            for i, (last, since) in seen.items():
+                try:
+                    value = self.client.key_value_try_get(f"gradflow/alive/{i}")
+                except Exception:  # not set yet, or the service is going away (the set above tells)
+                    value = last
+                if value != last:
+                    seen[i] = (value, time.monotonic())
+                elif time.monotonic() - since > self.stale and not self.stopped.is_set():
+                    _end(lost(f"process {i} silent for {self.stale:.0f} s"))
+
+
+def _end(line: str) -> None:
+    sys.stderr.write(f"gradflow: error: {line}\n")
+    exit_now(3)
 
 
 def _first_line(err) -> str:
