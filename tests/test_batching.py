@@ -77,3 +77,28 @@ def test_cli_batching_flag_same_results_and_a_bad_value_is_one_line(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "GRADFLOW_RUN_BATCHING='pmap'" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_vmap_takes_as_many_runs_at_once_as_fit_in_device_memory(monkeypatch):
+    """A device that reports its memory (GPU/TPU): vmap batches the runs so that those computed at
+    once fit in MEMORY_FRACTION of it (one run's need from XLA's memory analysis); same numbers."""
+    opts = [{"hidden_size": 16, "weight_scale": s} for s in np.linspace(0.5, 2.0, 7)]
+    inputs = sweep.Inputs(steps=20, batch=4)
+    sweep._compiled.cache_clear()
+    with sweep.batching("vmap"):
+        whole, _ = sweep.measure_runs("rnn", opts, list(range(7)), inputs)
+    needs, chosen = [], []
+    real_bytes, real_fit = sweep.run_bytes, sweep.runs_at_once
+    monkeypatch.setattr(sweep, "run_bytes", lambda one, args: needs.append(real_bytes(one, args)) or 1000)
+    monkeypatch.setattr(
+        sweep, "runs_at_once", lambda one, args: chosen.append(real_fit(one, args)) or chosen[-1]
+    )
+    monkeypatch.setattr(sweep, "device_memory", lambda: 2500 / sweep.MEMORY_FRACTION)  # 2.5 runs of 1000 B
+    sweep._compiled.cache_clear()
+    with sweep.batching("vmap"):
+        batched, _ = sweep.measure_runs("rnn", opts, list(range(7)), inputs)
+    sweep._compiled.cache_clear()
+    assert chosen == [2] and needs[0] > 4 * 20 * 16  # XLA's analysis: at least the [T, B, H] states
+    np.testing.assert_allclose(batched.total_log10_norms, whole.total_log10_norms, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(sweep, "device_memory", lambda: None)  # CPU: JAX does not say, all at once
+    assert real_fit(lambda a: a, (np.zeros((7, 3)),)) == 7
