@@ -126,6 +126,22 @@ def test_phase_diagram(config_run):
     assert np.all(np.diff(sigma_w) > 0)
 
 
+def test_phase_diagram_large(config_run):
+    """The 64 x 64 showcase at --quick size: one compiled group of 4,096 runs; the edge of chaos where
+    mean field puts it at sigma_b = 0."""
+    out, summary, _arrays = _run("phase_diagram_large", config_run)
+    assert summary["compiles"] == 1 and len(summary["runs"]) == 64 * 64
+    from gradflow import figures
+
+    run = figures.load(out)
+    values, xs, _ys = figures.phase_values(run, "plain tanh stack")
+    assert values.shape == (64, 64) and np.all(np.isfinite(values))
+    cx, rows = figures.zero_crossing(values, xs)
+    assert 0 in rows and 0.75 < cx[list(rows).index(0)] < 1.75  # the edge near sigma_w = 1 at sigma_b = 0
+    sigma_w, _sigma_b = figures.critical_line_theory(run, "plain tanh stack")
+    assert sigma_w[0] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_compare_cells(config_run):
     out, summary, arrays = _run("compare_cells", config_run)
     for name in ("config.yaml", "results.npz", "results.csv", "summary.json", "decay.png", "decay.svg"):
