@@ -1,15 +1,19 @@
 """Cost of the Jacobian-product norms ||dh_T/dh_t|| for every t, relative to one backward pass.
 
-    python benchmarks/bench_products.py            # hidden 128, T = 500 (~1 min on 2 CPU cores)
+    python benchmarks/bench_products.py            # hidden 128, T = 500 (~5 min on 2 CPU cores)
+    python benchmarks/bench_products.py --no-eigh  # without the slow eigen-solve reference (~1 min)
     python benchmarks/bench_products.py --quick    # tiny sizes, checks the script runs
 
 Prints one line per batch size: median wall times (interleaved, after warm-up) of
   * jax.grad of a loss through the same lax.scan (tanh RNN, float32), w.r.t. the params;
-  * gradflow.measure.jacobians.product_norms(method='exact'): D backward rows per step plus a
-    [D, D] symmetric eigenproblem per step (spectral norm), all t in one reverse scan;
+  * product_norms(method='eigh') (before): D backward rows per step plus a [D, D] symmetric
+    eigen-solve per step and example (spectral norm), all t in one reverse scan;
+  * product_norms(method='exact') (after, the default): the same D rows, the spectral norm by
+    power iteration warm-started from step t+1 (tol 1e-3, relative error of the norm);
   * product_norms(method='estimate', probes=16);
-and their ratios to the backward pass. The exact cost is expected near D = 128 backward passes
-(each row is a backward pass) plus the eigenproblems.
+and their ratios to the backward pass, the max |ln-norm difference| exact vs eigh, and the
+power iteration's fallbacks to the eigen-solve. The floor of the exact methods is the D-row update
+(a [D, D] x [D, D] matmul per step, ~D backward passes of work), also timed ('rows only': tol = 0.99).
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ import argparse
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from _timing import interleaved_medians
 
 import gradflow
 from gradflow import cells
-from gradflow.measure.jacobians import product_norms
+from gradflow.measure.products import product_norms
 
 
-def bench(T, B, H, I, reps, probes):
+def bench(T, B, H, I, reps, probes, eigh):
     cell = cells.get("rnn", hidden_size=H, activation="tanh")
     params = cell.init(jax.random.key(0), I)
     xs = jax.random.normal(jax.random.key(1), (T, B, I), jnp.float32)
@@ -35,23 +40,25 @@ def bench(T, B, H, I, reps, probes):
         carry, _ = gradflow.unroll(cell, p, carry0, xs)
         return jnp.mean(carry**2)
 
-    grad = jax.jit(jax.grad(loss))
-    exact = jax.jit(lambda p: product_norms(cell, p, carry0, xs))
+    def norms(**kwargs):
+        return jax.jit(lambda p: product_norms(cell, p, carry0, xs, **kwargs))
+
     key = jax.random.key(2)
-    estimate = jax.jit(
-        lambda p: product_norms(cell, p, carry0, xs, method="estimate", probes=probes, key=key)
-    )
-    t = interleaved_medians(
-        {"grad": lambda: grad(params), "exact": lambda: exact(params), "estimate": lambda: estimate(params)},
-        reps,
-    )
-    res = exact(params)
-    print(
-        f"tanh rnn H={H} T={T} B={B}: backward {t['grad'] * 1e3:.1f} ms, exact product norms "
-        f"{t['exact'] * 1e3:.1f} ms (ratio {t['exact'] / t['grad']:.1f}), estimate k={probes} "
-        f"{t['estimate'] * 1e3:.1f} ms (ratio {t['estimate'] / t['grad']:.1f}); "
-        f"ln ||dh_T/dh_0||_2 = {float(res.log_spectral[0, 0]):.1f}"
-    )
+    grad = jax.jit(jax.grad(loss))
+    fns = {"grad": grad, "exact": norms(), "rows only": norms(tol=0.99)}
+    fns["estimate"] = norms(method="estimate", probes=probes, key=key)
+    if eigh:
+        fns["eigh"] = norms(method="eigh")
+    t = interleaved_medians({name: (lambda fn=fn: fn(params)) for name, fn in fns.items()}, reps)
+    res = fns["exact"](params)
+    line = f"tanh rnn H={H} T={T} B={B}: backward {t['grad'] * 1e3:.1f} ms"
+    for name in fns:
+        if name != "grad":
+            line += f"; {name} {t[name] * 1e3:.1f} ms ({t[name] / t['grad']:.1f}x)"
+    if eigh:
+        diff = np.max(np.abs(np.asarray(res.log_spectral - fns["eigh"](params).log_spectral)))
+        line += f"; max |ln ||.||_2 exact - eigh| {diff:.1e}"
+    print(f"{line}; fallbacks {int(res.fallbacks)}; ln ||dh_T/dh_0||_2 = {float(res.log_spectral[0, 0]):.1f}")
     return t["exact"] / t["grad"]
 
 
@@ -60,14 +67,15 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the script runs")
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--probes", type=int, default=16)
+    parser.add_argument("--no-eigh", action="store_true", help="skip the eigen-solve reference (slow)")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
     q = args.quick
     T, H, I = (50, 16, 8) if q else (500, 128, 32)
     for B in (1, 4):
-        bench(T, B, H, I, 3 if q else args.reps, args.probes)
+        bench(T, B, H, I, 3 if q else args.reps, args.probes, not args.no_eigh)
 
 
 if __name__ == "__main__":

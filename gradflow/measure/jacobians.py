@@ -1,5 +1,9 @@
 """Jacobians of a scanned cell: local ``dh_{t+1}/dh_t`` and products ``dh_T/dh_t``.
 
+Local Jacobians and the Pascanu bounds live here; the product norms in
+``gradflow.measure.products`` and the carry layout in ``gradflow.measure.layout``
+(both re-exported here).
+
 Conventions (all functions here):
 
 * The carry is flattened **per example**: the leaves of ``carry`` in
@@ -19,8 +23,6 @@ Conventions (all functions here):
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -29,89 +31,23 @@ import jax
 import jax.numpy as jnp
 
 from gradflow.cells import checks as c
-from gradflow.measure.flow import _validate
-from gradflow.seam import Cell, as_step
+from gradflow.measure.layout import CarryLayout as CarryLayout
+from gradflow.measure.layout import LeafSlice as LeafSlice
+from gradflow.measure.layout import _flat as _flat
+from gradflow.measure.layout import _p as _p
+from gradflow.measure.layout import _prepare as _prepare
+from gradflow.measure.layout import _scan_inputs as _scan_inputs
+from gradflow.measure.layout import _trajectory as _trajectory
+from gradflow.measure.layout import _unflat as _unflat
+from gradflow.measure.layout import carry_layout as carry_layout
+from gradflow.measure.products import ProductNorms as ProductNorms
+from gradflow.measure.products import product_norms as product_norms
+from gradflow.seam import Cell
 
 PyTree = Any
 
 #: ``gamma = sup |phi'|`` of the built-in activations (Pascanu et al. 2013).
 GAMMA = {"tanh": 1.0, "relu": 1.0, "linear": 1.0, "sigmoid": 0.25}
-
-
-class LeafSlice(NamedTuple):
-    """Where carry leaf ``index`` (``path`` as ``jax.tree_util.keystr``) lies in the flat state."""
-
-    index: int
-    path: str
-    start: int
-    stop: int
-    shape: tuple[int, ...]  # per example (batch axis removed)
-
-
-@partial(jax.tree_util.register_static)
-@dataclasses.dataclass(frozen=True)
-class CarryLayout:
-    """The per-example flattening of a carry: one ``LeafSlice`` per leaf, in ``tree_leaves`` order.
-
-    A static pytree node (no array leaves), so it passes through ``jit``/``vmap``.
-    ``layout.size`` is D; ``layout.slices[i]`` gives leaf i's ``[start, stop)`` slice.
-    """
-
-    slices: tuple[LeafSlice, ...]
-    treedef: Any
-
-    @property
-    def size(self) -> int:
-        return self.slices[-1].stop
-
-
-def carry_layout(carry: PyTree) -> CarryLayout:
-    """The per-example layout of ``carry`` (leaves ``[B, ...]``).
-
-    Example::
-
-        carry_layout(cells.get("lstm", hidden_size=8).initial_carry(2)).slices
-        # (LeafSlice(0, '[0]', 0, 8, (8,)), LeafSlice(1, '[1]', 8, 16, (8,)))
-    """
-    pairs, treedef = jax.tree_util.tree_flatten_with_path(carry)
-    slices, start = [], 0
-    for i, (path, leaf) in enumerate(pairs):
-        shape = tuple(jnp.shape(leaf)[1:])
-        slices.append(LeafSlice(i, jax.tree_util.keystr(path), start, start + math.prod(shape), shape))
-        start += math.prod(shape)
-    return CarryLayout(tuple(slices), treedef)
-
-
-def _flat(carry, layout: CarryLayout):
-    leaves = jax.tree_util.tree_leaves(carry)
-    return jnp.concatenate(
-        [
-            a.reshape((*a.shape[: a.ndim - len(s.shape)], -1))
-            for a, s in zip(leaves, layout.slices, strict=True)
-        ],
-        -1,
-    )
-
-
-def _unflat(vec, layout: CarryLayout):
-    """``[..., D]`` -> carry pytree with leaves ``[..., *shape]``."""
-    lead = vec.shape[:-1]
-    leaves = [vec[..., s.start : s.stop].reshape(lead + s.shape) for s in layout.slices]
-    return jax.tree_util.tree_unflatten(layout.treedef, leaves)
-
-
-def _prepare(cell_or_step, params, carry0, xs, params_per_step):
-    step, per_step = as_step(cell_or_step, params_per_step)
-    length = _validate(step, params, carry0, xs, lambda ys, carry: jnp.zeros(()), per_step)
-    return step, per_step, length, carry_layout(carry0)
-
-
-def _scan_inputs(params, xs, per_step):
-    return (params if per_step else None, xs)
-
-
-def _p(params, p):
-    return params if p is None else p
 
 
 # ---------------------------------------------------------------------------------------------- local
@@ -261,134 +197,3 @@ def pascanu_bounds(name: str, params: PyTree, **options) -> jax.Array:
     raise ValueError(
         f"pascanu_bounds: unknown or unbounded cell {name!r}; choose from ['plain', 'residual', 'rnn']"
     )
-
-
-# ------------------------------------------------------------------------------------------- products
-
-
-class ProductNorms(NamedTuple):
-    """Result of ``product_norms``: natural logs, per example.
-
-    Attributes:
-      log_spectral: ``[T+1, B]``, ``ln ||dh_T/dh_t||_2`` (a lower bound with ``method='estimate'``).
-      log_frobenius: ``[T+1, B]``, ``ln ||dh_T/dh_t||_F`` (an unbiased estimate of the square
-        with ``method='estimate'``).
-      probes: number of probe rows propagated (D for ``'exact'``).
-    """
-
-    log_spectral: jax.Array
-    log_frobenius: jax.Array
-    probes: int
-
-
-def _trajectory(step, params, carry0, xs, per_step):
-    """The carries ``h_0 .. h_{T-1}`` that enter each step, leaves ``[T, B, ...]``."""
-
-    def body(carry, inp):
-        p, x = inp
-        return step(_p(params, p), carry, x)[0], carry
-
-    return jax.lax.scan(body, carry0, _scan_inputs(params, xs, per_step))[1]
-
-
-def _row_logs(w, log_scale, frob_shift):
-    """Rows ``w: [R, B, D]`` (true rows ``exp(log_scale) w``) -> (ln spectral, ln F, norm) per example."""
-    n = jnp.sqrt(jnp.sum(jnp.square(w), axis=(0, 2)))
-    gram = jnp.einsum("rbd,sbd->brs", w, w) / jnp.where(n > 0, n * n, 1.0)[:, None, None]
-    # shift by c I (lambda_max moves by exactly c): keeps the near-zero eigenvalues of a near
-    # rank-one product away from denormals, which make CPU eigensolvers ~100x slower
-    shift = 1e-3 / gram.shape[-1]
-    top = jnp.linalg.eigvalsh(gram + shift * jnp.eye(gram.shape[-1], dtype=gram.dtype))[:, -1] - shift
-    top = jnp.maximum(top, 0.0) * n * n
-    return log_scale + 0.5 * jnp.log(top), log_scale + jnp.log(n) + frob_shift, n
-
-
-@partial(jax.jit, static_argnums=(0, 4, 5))
-def _products(step, params, carry0, xs, per_step, layout, rows):
-    dim = layout.size
-    n_rows = rows.shape[0]
-    frob_shift = 0.5 * (math.log(dim) - math.log(n_rows))
-    traj = _trajectory(step, params, carry0, xs, per_step)
-    log0 = jnp.log(jnp.sqrt(jnp.sum(jnp.square(rows), axis=(0, 2))))
-    v0 = rows / jnp.exp(log0)[None, :, None]
-
-    def body(state, inp):
-        v, log_scale = state
-        p, x, h = inp
-        _, vjp = jax.vjp(lambda carry: step(_p(params, p), carry, x)[0], h)
-        w = jax.vmap(lambda r: _flat(vjp(_unflat(r, layout))[0], layout))(v)
-        spec, frob, n = _row_logs(w, log_scale, frob_shift)
-        ok = n > 0
-        v = w / jnp.where(ok, n, 1.0)[None, :, None]
-        return (v, log_scale + jnp.where(ok, jnp.log(jnp.where(ok, n, 1.0)), 0.0)), (spec, frob)
-
-    inputs = (*_scan_inputs(params, xs, per_step), traj)
-    _, (spec, frob) = jax.lax.scan(body, (v0, log0), inputs, reverse=True)
-    spec_end, frob_end, _ = _row_logs(v0, log0, frob_shift)
-    return (
-        jnp.concatenate([spec, spec_end[None]]),
-        jnp.concatenate([frob, frob_end[None]]),
-    )
-
-
-def product_norms(
-    step_or_cell: Cell | Callable,
-    params: PyTree,
-    carry0: PyTree,
-    xs: PyTree,
-    *,
-    method: str = "exact",
-    probes: int = 16,
-    key: jax.Array | None = None,
-    params_per_step: bool | None = None,
-) -> ProductNorms:
-    """``ln ||dh_T/dh_t||_2`` and ``ln ||dh_T/dh_t||_F`` for every t = 0..T, per example.
-
-    Rows ``V`` of ``dh_T/dh_t`` are carried backward through a reverse
-    ``lax.scan`` with batched VJPs of the step (``V <- V J_t``, vmapped over
-    rows), rescaled to unit Frobenius norm per example at each step with the
-    log of the scale accumulated, so nothing under- or overflows.
-
-    * ``method='exact'``: the D rows of the identity; the spectral norm from
-      the top eigenvalue of ``V V^T``. Cost ~ D backward passes plus a
-      ``[D, D]`` symmetric eigenproblem per step and example.
-    * ``method='estimate'``: ``k = min(probes, D)`` random orthonormal rows
-      ``Q`` (QR of Gaussian probes, independent per example). Frobenius:
-      ``(D/k) ||Q P||_F^2`` is unbiased for ``||P||_F^2`` (Hutchinson); its relative
-      standard deviation is at most ``sqrt(2 (D-k) / (k (D+2)))`` <= ``sqrt(2/k)`` (the
-      worst case, rank-one P; Gaussian probes give ``sqrt(2/k)`` there), so ``ln ||P||_F``
-      is off by about ``1/sqrt(2k)`` at most; exact for k = D.
-      Spectral: ``||Q P||_2`` is a **lower bound** (``||Q||_2 = 1``); for a near rank-one
-      product (long horizons) it is ``||P||_2 ||Q u||``, ``||Q u||^2 ~ Beta(k/2, (D-k)/2)``
-      (mean k/D): the log is biased low by about ``0.5 ln(k/D)``, its slope in t is right.
-
-    Args:
-      step_or_cell, params, carry0, xs, params_per_step: as in ``local_jacobians``.
-      method: ``'exact'`` or ``'estimate'``.
-      probes: number of probes k for ``'estimate'``.
-      key: PRNG key, required for ``'estimate'``.
-
-    Returns:
-      ``ProductNorms`` with ``log_spectral``, ``log_frobenius``: ``[T+1, B]`` (entry T:
-      ``ln 1 = 0`` and ``0.5 ln D``).
-
-    Example::
-
-        res = product_norms(cell, params, cell.initial_carry(1), xs)
-        res.log_spectral[:, 0]  # ln ||dh_T/dh_t||_2, t = 0..T
-    """
-    c.choose("method", method, ("exact", "estimate"))
-    step, per_step, _, layout = _prepare(step_or_cell, params, carry0, xs, params_per_step)
-    flat0 = _flat(carry0, layout)
-    batch, dim = flat0.shape
-    if method == "exact":
-        rows = jnp.broadcast_to(jnp.eye(dim, dtype=flat0.dtype)[:, None, :], (dim, batch, dim))
-    else:
-        c.positive_int("probes", probes)
-        if key is None:
-            raise ValueError("key is required for method='estimate' (e.g. key=jax.random.key(0))")
-        k = min(probes, dim)
-        gauss = jax.random.normal(key, (batch, dim, k), flat0.dtype)
-        rows = jnp.transpose(jnp.linalg.qr(gauss)[0], (2, 0, 1))  # [k, B, D], orthonormal per example
-    spec, frob = _products(step, params, carry0, xs, per_step, layout, rows)
-    return ProductNorms(spec, frob, rows.shape[0])
