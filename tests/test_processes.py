@@ -147,7 +147,7 @@ def test_a_refused_directory_ends_every_process_with_one_line(tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_ends_process_0_with_one_line_and_the_run_resumes(tmp_path):
     config = tmp_path / "training.yaml"
-    config.write_text(TRAIN % 3000)  # long enough to be killed while training
+    config.write_text(TRAIN % 1000)  # long enough to be killed while training
     out = tmp_path / "run"
     procs = _start(config, [out, tmp_path / "p1"], tmp_path, timeout_s=20)
     deadline = time.monotonic() + TIMEOUT
@@ -164,7 +164,7 @@ def test_a_killed_worker_ends_process_0_with_one_line_and_the_run_resumes(tmp_pa
     assert "Traceback" not in err
 
     # every process started again resumes from process 0's checkpoint, to the same numbers
-    config.write_text(TRAIN % 3000)
+    config.write_text(TRAIN % 1000)
     results = _finish(_start(config, [out, tmp_path / "p1"], tmp_path))
     assert [r[0] for r in results] == [0, 0], results[0][2][-2000:]
     assert "(resumed)" in results[0][1]
