@@ -118,8 +118,8 @@ def main() -> None:
     F = R * flops / results[0]["steady_s"]
     print(
         f"sustained here: {F / 1e9:.3g} GFLOP/s; predicted full grid ({GRID_RUNS} runs): "
-        f"{GRID_RUNS * flops / F / 60:.1f} min on this machine, "
-        f"{GRID_RUNS * flops / (8 * F) / 60:.1f} min on 8 devices like it"
+        f"{GRID_RUNS * flops / F:.3g} s on this machine, {GRID_RUNS * flops / (8 * F):.3g} s on 8 devices "
+        "like it (plus compiling)"
     )
 
 
