@@ -1,34 +1,42 @@
 """Per-step gradient norms ``||dL/dh_t||`` of a scanned cell, in one backward pass.
 
-How it works: the scan body is wrapped in identity ops with custom VJPs.
-``_tap`` sits on the carry before each step. On the way back it reads the
-carry cotangent (its per-leaf norms are returned as the "gradient" of a zero
-dummy input, so the norms of all steps come out of the single ``jax.grad``),
-rescales the cotangent to unit norm and adds the log of the scale to the
-cotangent of a scalar ``s`` threaded through the carry. So the backward vector
-never under- or overflows; its true size is ``||g|| * exp(S)`` with ``S`` the
-cotangent of ``s``. ``_param_tap`` sits on the params the step reads and turns
-their cotangent back into true units (``* exp(S)``), so ``grads`` are the
-ordinary gradient; it depends on the params alone, so the scan still treats
-them as loop-invariant (no per-step copies of the weights are saved).
-``_inject`` sits after each step and brings a per-step loss term (cotangent
-of ``y``, true units) into the carry cotangent's scale.
+How it works: the scan body is wrapped in identity ops with custom VJPs (``taps.py``).
+``probe`` sits on the carry before each step. On the way back it reads the carry
+cotangent (its per-leaf norms are returned as the "gradient" of a zero dummy input,
+so the norms of all steps come out of the single ``jax.grad``) and hands on the log
+of its norm; ``rescale`` (or ``join`` where the loss reads the step outputs) sits
+after each step and, right before the step's own VJP, scales the cotangent to unit
+norm in the same multiply that brings the step output's cotangent (unit norm, from
+``ys_tap``, which reads all steps' output norms at once) into one scale. The log of
+that scale is the cotangent ``S`` of a scalar ``s`` threaded through the carry, so
+the backward vector never under- or overflows; its true size is ``exp(S)``.
+``param_tap`` sits on the params the step reads and turns their cotangent back into
+true units (``* exp(S)``), so ``grads`` are the ordinary gradient; it depends on the
+params alone, so the scan still treats them as loop-invariant (no per-step copies
+of the weights are saved). With ``remat``, ``remat.py`` scans in checkpointed
+segments.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from gradflow.measure import remat as _remat
 from gradflow.measure.fit import LN10, DecayFit, decay_fit
+from gradflow.measure.taps import all_finite, finite_flag, join, param_tap, probe, rescale, ys_tap
+from gradflow.measure.taps import all_finite as _all_finite  # noqa: F401  (model.py)
+from gradflow.measure.taps import float_leaves as _float_leaves
+from gradflow.measure.taps import inject as _inject  # noqa: F401  (model.py)
+from gradflow.measure.taps import param_tap as _param_tap  # noqa: F401  (model.py)
+from gradflow.measure.taps import tap as _tap  # noqa: F401  (model.py)
 from gradflow.seam import Cell, as_step
 
 PyTree = Any
+RematWarning = _remat.RematWarning
 
 
 class GradientFlow(NamedTuple):
@@ -67,158 +75,59 @@ class GradientFlow(NamedTuple):
     nonfinite_grad_step: jax.Array
 
 
-def _log10_norm(tree, dtype):
-    """log10 of the global Frobenius norm of the floating leaves of ``tree``."""
-    sq = [jnp.sum(jnp.square(leaf.astype(dtype))) for leaf in _float_leaves(tree)]
-    total = sum(sq) if sq else jnp.zeros((), dtype)
-    return 0.5 * jnp.log10(total)
+def _reads(loss_fn, ys, carry, extra) -> bool:
+    """Whether ``loss_fn(ys, carry, *extra)`` reads any leaf of ``ys`` (traced once, from shapes)."""
+    closed = jax.make_jaxpr(loss_fn)(ys, carry, *extra)
+    n_ys = len(jax.tree_util.tree_leaves(ys))
+    used = {id(v) for eqn in closed.jaxpr.eqns for v in eqn.invars} | {id(v) for v in closed.jaxpr.outvars}
+    return any(id(v) in used for v in closed.jaxpr.invars[:n_ys])
 
 
-def _float_leaves(tree):
-    return [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-
-
-def _usable(log_scale):
-    return jnp.isfinite(log_scale)
-
-
-@jax.custom_vjp
-def _tap(carry, s, d, tz, t):
-    del d, tz, t
-    return carry, s
-
-
-def _tap_fwd(carry, s, d, tz, t):
-    return _tap(carry, s, d, tz, t), t
-
-
-def _tap_bwd(t, cts):
-    g_carry, big_s = cts
-    dtype = big_s.dtype
-    d_ct = jax.tree_util.tree_map(lambda g: _log10_norm(g, dtype) + big_s / LN10, g_carry)
-    log_n = _log10_norm(g_carry, dtype) * LN10
-    log_n = jnp.where(_usable(log_n), log_n, 0.0)
-    g_carry = jax.tree_util.tree_map(lambda g: g * jnp.exp(-log_n).astype(g.dtype), g_carry)
-    # the "cotangent" of tz hands the step index to _param_tap's backward
-    return g_carry, big_s + log_n, d_ct, t.astype(dtype), jnp.zeros_like(t)
-
-
-_tap.defvjp(_tap_fwd, _tap_bwd)
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _param_tap(with_norm, params, slots):
-    """``(params, 0, 0)``; backward: params cotangent ``* exp(S)`` (S = the first
-    0's cotangent). With ``with_norm``, ``slots: [T]`` gets log10 of this
-    step's param-gradient norm at the step index (the second 0's cotangent).
-
-    It reads only loop-invariant inputs, so the scan keeps the weights
-    loop-invariant (no per-step copies saved for the backward pass).
-    """
-    del with_norm
-    zero = jnp.zeros((), slots.dtype)
-    return params, zero, zero
-
-
-def _param_tap_fwd(with_norm, params, slots):
-    return _param_tap(with_norm, params, slots), slots.shape[0]
-
-
-def _param_tap_bwd(with_norm, n_slots, cts):
-    g_params, big_s, t = cts
-    slot_ct = jnp.zeros((n_slots,), big_s.dtype)
-    if with_norm:
-        log10 = _log10_norm(g_params, big_s.dtype) + big_s / LN10
-        slot_ct = jnp.where(jnp.arange(n_slots) == t, log10, slot_ct)
-    g_params = jax.tree_util.tree_map(lambda g: g * jnp.exp(big_s).astype(g.dtype), g_params)
-    return g_params, slot_ct
-
-
-_param_tap.defvjp(_param_tap_fwd, _param_tap_bwd)
-
-
-@jax.custom_vjp
-def _inject(carry, y, s):
-    return carry, y, s
-
-
-def _inject_fwd(carry, y, s):
-    return _inject(carry, y, s), None
-
-
-def _inject_bwd(_, cts):
-    g_carry, g_y, big_s = cts
-    log_y = _log10_norm(g_y, big_s.dtype) * LN10
-    new_s = jnp.where(_usable(log_y), jnp.maximum(big_s, log_y), big_s)
-    to_carry = jnp.exp(big_s - new_s)
-    to_y = jnp.where(_usable(log_y), jnp.exp(-new_s), 0.0)
-    g_carry = jax.tree_util.tree_map(lambda g: g * to_carry.astype(g.dtype), g_carry)
-    g_y = jax.tree_util.tree_map(lambda g: g * to_y.astype(g.dtype), g_y)
-    return g_carry, g_y, new_s
-
-
-_inject.defvjp(_inject_fwd, _inject_bwd)
-
-
-def _all_finite(tree):
-    leaves = _float_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
-
-
-def _scan(body, init, xs, length, remat):
-    if not remat:
-        return jax.lax.scan(body, init, xs, length=length)
-    seg = max(1, round(math.sqrt(length))) if remat is True or remat == "sqrt" else int(remat)
-    n_seg, rest = divmod(length, seg)
-
-    @jax.checkpoint
-    def segment(carry, xs_seg):
-        return jax.lax.scan(body, carry, xs_seg)
-
-    head = jax.tree_util.tree_map(lambda a: a[: n_seg * seg].reshape((n_seg, seg, *a.shape[1:])), xs)
-    carry, ys = jax.lax.scan(segment, init, head, length=n_seg)
-    ys = jax.tree_util.tree_map(lambda a: a.reshape((n_seg * seg, *a.shape[2:])), ys)
-    if rest:
-        tail = jax.tree_util.tree_map(lambda a: a[n_seg * seg :], xs)
-        carry, ys_tail = jax.lax.scan(body, carry, tail, length=rest)
-        ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys, ys_tail)
-    return carry, ys
-
-
-def _flow(step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length, step_shares, loss_params):
+def _flow(step, params, carry0, xs, loss_fn, fit_window, seg, per_step, length, shares, loss_params, ckpt):
     dtype = jnp.result_type(*_float_leaves(carry0))
     d0 = jax.tree_util.tree_map(lambda _: jnp.zeros((length + 1,), dtype), carry0)
-    w0 = jnp.zeros((length if step_shares else 1,), dtype)
-    with_lp = loss_params is not None
+    w0 = jnp.zeros((length if shares else 1,), dtype)
+    extra = () if loss_params is None else (loss_params,)
+    first = lambda tree: jax.tree_util.tree_map(lambda a: a[0], tree)  # noqa: E731
+    _, y_spec = jax.eval_shape(step, first(params) if per_step else params, carry0, first(xs))
+    ys_spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((length, *a.shape), a.dtype), y_spec)
+    with_ys = _reads(loss_fn, ys_spec, carry0, extra)
 
     def objective(params, d, w, lp):
-        def body(state, inp):
-            carry, s = state
-            p, x, d_t, t = inp
-            p, s_p, tz = _param_tap(step_shares, params if p is None else p, w)
-            carry, s = _tap(carry, s, d_t, tz, t)
+        def body(slots, state, inp):
+            carry, s, r = state
+            x, (p_t, d_t), k = inp
+            p, s_p, tz = param_tap(shares, params if p_t is None else p_t, slots)
+            carry, s, r = probe(carry, s, r, d_t, tz, k)
             carry, y = step(p, carry, x)
-            carry, y, s = _inject(carry, y, s + s_p)
-            return (carry, s), (y, _all_finite(carry))
+            flag = finite_flag(carry, dtype)
+            if not with_ys:
+                return rescale(carry, s + s_p, r), (None, None, flag)
+            carry, y, s, r, z = join(carry, y, s + s_p, r, jnp.zeros((), dtype))
+            return (carry, s, r), (y, z, flag)
 
-        d_steps = jax.tree_util.tree_map(lambda a: a[:length], d)
-        inputs = (params if per_step else None, xs, d_steps, jnp.arange(length, dtype=dtype))
-        (carry, s), (ys, finite) = _scan(body, (carry0, jnp.zeros((), dtype)), inputs, length, remat)
         zero = jnp.zeros((), dtype)
-        carry, s = _tap(carry, s, jax.tree_util.tree_map(lambda a: a[length], d), zero, zero)
-        loss = loss_fn(ys, carry, lp) if with_lp else loss_fn(ys, carry)
-        # `0 * s` keeps the cotangents non-symbolic, so _tap's backward always runs
+        d_steps = jax.tree_util.tree_map(lambda a: a[:length], d)
+        dxs = (params if per_step else None, d_steps)
+        state, (ys, z, flags) = _remat.scan_steps(body, (carry0, zero, zero), w, xs, dxs, length, seg, ckpt)
+        carry, s, _ = probe(*state, jax.tree_util.tree_map(lambda a: a[length], d), zero, zero)
+        if with_ys:
+            ys = ys_tap(ys, z)
+        else:  # the loss does not read them: no per-step outputs are kept
+            ys = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), ys_spec)
+        loss = loss_fn(ys, carry, *lp) if lp else loss_fn(ys, carry)
+        # `0 * s` keeps the cotangents non-symbolic, so probe's backward always runs
         # (also when the loss ignores the final carry).
-        return loss + 0 * s.astype(loss.dtype), finite
+        return loss + 0 * s.astype(loss.dtype), flags
 
-    (loss, finite), (grads, log10_norms, step_log10, lp_grads) = jax.value_and_grad(
+    lp = extra if extra else ()
+    (loss, flags), (grads, log10_norms, step_log10, lp_grads) = jax.value_and_grad(
         objective, argnums=(0, 1, 2, 3), has_aux=True
-    )(params, d0, w0, loss_params if with_lp else jnp.zeros((), dtype))
-    if with_lp:
-        grads = (grads, lp_grads)
-
-    finite = jnp.concatenate([_all_finite(carry0)[None], finite])
-    return _result(loss, grads, log10_norms, step_log10 if step_shares else None, finite, fit_window)
+    )(params, d0, w0, lp)
+    if extra:
+        grads = (grads, lp_grads[0])
+    finite = jnp.concatenate([all_finite(carry0)[None], flags == 0])
+    return _result(loss, grads, log10_norms, step_log10 if shares else None, finite, fit_window)
 
 
 def _result(loss, grads, log10_norms, step_log10, finite, fit_window) -> GradientFlow:
@@ -248,7 +157,7 @@ def _result(loss, grads, log10_norms, step_log10, finite, fit_window) -> Gradien
     )
 
 
-_flow_jit = jax.jit(_flow, static_argnums=(0, 4, 5, 6, 7, 8, 9))  # loss_params: traced
+_flow_jit = jax.jit(_flow, static_argnums=(0, 4, 5, 6, 7, 8, 9, 11))  # loss_params: traced
 
 
 def gradient_flow(
@@ -275,13 +184,16 @@ def gradient_flow(
       loss_fn: ``loss_fn(ys, final_carry) -> scalar`` with ``ys`` leaves ``[T, B, ...]``.
       fit_window: ``(k_min, k_max)`` steps back from the loss for the decay fit.
       remat: ``True``/``'sqrt'`` or a segment length: checkpoint the scan in
-        segments (``jax.checkpoint``) so memory grows like sqrt(T).
+        segments (``jax.checkpoint``) so memory grows like sqrt(T), for one more
+        forward pass. ``None`` (default): on, with segments of sqrt(T) steps and a
+        ``RematWarning``, when the residuals a plain backward pass keeps would
+        exceed ``remat.REMAT_MEMORY_FRACTION`` (1/4) of the device's memory
+        (GPU/TPU ``bytes_limit``, CPU physical RAM); ``False``: off.
       params_per_step: params carry a leading ``[T]`` axis sliced per step
         (depth stacks); taken from the ``Cell`` when one is given.
       step_shares: also compute each step's share of ``grads``
-        (``step_grad_log10_norms``, ``grad_share``); it adds an O(T) vector
-        update per step, so ``False`` (both fields ``None``) saves a little
-        at very large T.
+        (``step_grad_log10_norms``, ``grad_share``): a param-gradient norm per
+        step; ``False`` (both fields ``None``) saves that.
       loss_params: parameters the loss reads outside the scan (a readout);
         then ``loss_fn(ys, final_carry, loss_params)`` and ``grads`` is the
         pair ``(dL/dparams, dL/dloss_params)``, still one backward pass.
@@ -307,11 +219,27 @@ def gradient_flow(
                 f"0 <= k_min < k_max <= T = {length}"
             )
     bad_length = isinstance(remat, bool) or not isinstance(remat, int) or remat < 1
-    if remat is not None and remat is not True and remat != "sqrt" and bad_length:
-        raise ValueError(f"remat must be True, 'sqrt' or a positive segment length, got {remat!r}")
-    remat = remat or None
+    if remat is not None and not isinstance(remat, bool) and remat != "sqrt" and bad_length:
+        raise ValueError(f"remat must be True, False, 'sqrt' or a positive segment length, got {remat!r}")
+    seg = _remat.choose_segment(
+        remat, length, lambda: _remat.residual_bytes(step, params, carry0, xs, per_step, length)
+    )
+    ckpt = seg is not None
+    if seg is None and step_shares and length > _remat.CHUNK_ABOVE:
+        seg = _remat.sqrt_segment(length)  # chunks, not checkpointed: per-step slot updates stay O(sqrt T)
     return _flow_jit(
-        step, params, carry0, xs, loss_fn, fit_window, remat, per_step, length, bool(step_shares), loss_params
+        step,
+        params,
+        carry0,
+        xs,
+        loss_fn,
+        fit_window,
+        seg,
+        per_step,
+        length,
+        bool(step_shares),
+        loss_params,
+        ckpt,
     )
 
 

@@ -1,0 +1,242 @@
+"""The identity ops with custom VJPs that read a scan's cotangents in log space (see ``flow.py``).
+
+Convention of the fast taps (``probe``, ``rescale``, ``join``, ``ys_tap``): the scan threads two
+scalars ``s`` and ``r`` next to the carry. Their cotangents ``S`` and ``R`` say what the carry
+cotangent ``g`` means: the true ``dL/dh`` is ``g * exp(S - R)``. ``probe`` (before each step) reads
+``||g||``, writes the per-leaf log10 norms to the cotangent of ``d`` and, instead of multiplying
+``g`` by ``1/||g||`` itself, hands ``R = ln ||g||`` on; ``rescale``/``join`` (after the step, so
+right before the step's own VJP in the backward pass) apply it in the one multiply that also
+brings a per-step output cotangent into the same scale. So each step costs one reduction per
+carry leaf and one multiply, and the backward vector never under- or overflows.
+
+``param_tap`` sits on the params the step reads and turns their cotangent back into true units
+(``* exp(S)``, fused with the scan's accumulation), so ``grads`` are the ordinary gradient; it
+reads loop-invariant inputs only, so the scan keeps the weights loop-invariant (no per-step
+copies saved). ``tap``/``inject`` are the earlier pair (multiply in the tap), kept for
+``model.py``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from gradflow.measure.fit import LN10
+
+_tree_map = jax.tree_util.tree_map
+
+
+def float_leaves(tree):
+    """The floating-point leaves of ``tree``."""
+    return [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+
+
+def log10_norm(tree, dtype):
+    """log10 of the global Frobenius norm of the floating leaves of ``tree``."""
+    sq = [jnp.sum(jnp.square(leaf.astype(dtype))) for leaf in float_leaves(tree)]
+    total = sum(sq) if sq else jnp.zeros((), dtype)
+    return 0.5 * jnp.log10(total)
+
+
+def all_finite(tree):
+    """Scalar bool: every floating leaf of ``tree`` is finite."""
+    leaves = float_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.array(True)
+
+
+def finite_flag(tree, dtype):
+    """Scalar ``0`` if every floating leaf of ``tree`` is finite, else NaN (one fused reduction)."""
+    return sum((jnp.sum(x * 0).astype(dtype) for x in float_leaves(tree)), jnp.zeros((), dtype))
+
+
+def _sumsq(g, dtype):
+    return jnp.sum(jnp.square(g.astype(dtype)))
+
+
+def _log_scale(total):
+    """``ln sqrt(total)``, 0 where that is not finite (a zero, inf or NaN cotangent)."""
+    log_n = 0.5 * jnp.log(total)
+    return jnp.where(jnp.isfinite(log_n), log_n, 0.0)
+
+
+# -- the fast taps --------------------------------------------------------------------------------
+
+
+@jax.custom_vjp
+def probe(carry, s, r, d, tz, k):
+    """``(carry, s, r)``; backward: ``d``'s cotangent gets each carry leaf's log10 norm (true
+    units), ``r``'s the pending ``ln ||g||``, ``tz``'s the slot index ``k`` for ``param_tap``."""
+    del d, tz, k
+    return carry, s, r
+
+
+def _probe_fwd(carry, s, r, d, tz, k):
+    return probe(carry, s, r, d, tz, k), k
+
+
+def _probe_bwd(k, cts):
+    g_carry, big_s, big_r = cts
+    dtype = big_s.dtype
+    sq = _tree_map(lambda g: _sumsq(g, dtype), g_carry)
+    shift = big_s - big_r  # true = g * exp(shift)
+    d_ct = _tree_map(lambda q: 0.5 * jnp.log10(q) + shift / LN10, sq)
+    log_n = _log_scale(sum(jax.tree_util.tree_leaves(sq)))
+    return g_carry, shift + log_n, log_n, d_ct, k.astype(dtype), jnp.zeros_like(k)
+
+
+probe.defvjp(_probe_fwd, _probe_bwd)
+
+
+@jax.custom_vjp
+def rescale(carry, s, r):
+    """``(carry, s, r)``; backward: the carry cotangent ``* exp(-R)`` (the pending scale)."""
+    return carry, s, r
+
+
+def _rescale_fwd(carry, s, r):
+    return (carry, s, r), None
+
+
+def _rescale_bwd(_, cts):
+    g_carry, big_s, big_r = cts
+    factor = jnp.exp(-big_r)
+    return _tree_map(lambda g: g * factor.astype(g.dtype), g_carry), big_s, jnp.zeros_like(big_r)
+
+
+rescale.defvjp(_rescale_fwd, _rescale_bwd)
+
+
+@jax.custom_vjp
+def join(carry, y, s, r, z):
+    """``(carry, y, s, r, z)``; backward: brings ``y``'s cotangent (unit norm, its log norm ``L``
+    the cotangent of ``z``, from ``ys_tap``) and the carry's into one scale ``S' = max(S, L)``."""
+    return carry, y, s, r, z
+
+
+def _join_fwd(carry, y, s, r, z):
+    return (carry, y, s, r, z), None
+
+
+def _join_bwd(_, cts):
+    g_carry, g_y, big_s, big_r, log_y = cts
+    new_s = jnp.maximum(big_s, log_y)  # log_y is -inf where the step's output has no cotangent
+    to_carry = jnp.exp(big_s - big_r - new_s)
+    to_y = jnp.exp(log_y - new_s)
+    g_carry = _tree_map(lambda g: g * to_carry.astype(g.dtype), g_carry)
+    g_y = _tree_map(lambda g: g * to_y.astype(g.dtype), g_y)
+    return g_carry, g_y, new_s, jnp.zeros_like(big_r), jnp.zeros_like(log_y)
+
+
+join.defvjp(_join_fwd, _join_bwd)
+
+
+@jax.custom_vjp
+def ys_tap(ys, z):
+    """``ys`` (leaves ``[T, ...]``); backward: each step's cotangent scaled to unit norm, ``z: [T]``'s
+    cotangent its log norm (-inf where zero or not finite; such a step's cotangent becomes ``0 *``
+    itself, so a NaN still shows)."""
+    del z
+    return ys
+
+
+def _ys_tap_fwd(ys, z):
+    return ys, z
+
+
+def _ys_tap_bwd(z, g_ys):
+    dtype = z.dtype
+    q = sum(jnp.sum(jnp.square(g.astype(dtype)).reshape(g.shape[0], -1), axis=1) for g in float_leaves(g_ys))
+    log_y = 0.5 * jnp.log(q)
+    usable = jnp.isfinite(log_y)
+    scale = jnp.where(usable, jnp.exp(-log_y), 0.0)
+    g_ys = _tree_map(lambda g: g * scale.reshape(-1, *[1] * (g.ndim - 1)).astype(g.dtype), g_ys)
+    return g_ys, jnp.where(usable, log_y, -jnp.inf)
+
+
+ys_tap.defvjp(_ys_tap_fwd, _ys_tap_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def param_tap(with_norm, params, slots):
+    """``(params, 0, 0)``; backward: params cotangent ``* exp(S)`` (S = the first 0's cotangent).
+    With ``with_norm``, ``slots: [K]`` gets log10 of this step's param-gradient norm at the slot
+    index (the second 0's cotangent).
+
+    It reads only loop-invariant inputs, so the scan keeps the weights loop-invariant (no per-step
+    copies saved for the backward pass).
+    """
+    del with_norm
+    zero = jnp.zeros((), slots.dtype)
+    return params, zero, zero
+
+
+def _param_tap_fwd(with_norm, params, slots):
+    return param_tap(with_norm, params, slots), slots.shape[0]
+
+
+def _param_tap_bwd(with_norm, n_slots, cts):
+    g_params, big_s, k = cts
+    slot_ct = jnp.zeros((n_slots,), big_s.dtype)
+    if with_norm:
+        log10 = log10_norm(g_params, big_s.dtype) + big_s / LN10
+        slot_ct = jnp.where(jnp.arange(n_slots) == k, log10, slot_ct)
+    g_params = _tree_map(lambda g: g * jnp.exp(big_s).astype(g.dtype), g_params)
+    return g_params, slot_ct
+
+
+param_tap.defvjp(_param_tap_fwd, _param_tap_bwd)
+
+
+# -- the earlier pair (multiply in the tap), used by model.py ---------------------------------------
+
+
+@jax.custom_vjp
+def tap(carry, s, d, tz, t):
+    """``(carry, s)``; backward: the carry cotangent to unit norm, its log added to ``S``, per-leaf
+    log10 norms to ``d``'s cotangent, ``t`` to ``tz``'s."""
+    del d, tz, t
+    return carry, s
+
+
+def _tap_fwd(carry, s, d, tz, t):
+    return tap(carry, s, d, tz, t), t
+
+
+def _tap_bwd(t, cts):
+    g_carry, big_s = cts
+    dtype = big_s.dtype
+    d_ct = _tree_map(lambda g: log10_norm(g, dtype) + big_s / LN10, g_carry)
+    log_n = log10_norm(g_carry, dtype) * LN10
+    log_n = jnp.where(jnp.isfinite(log_n), log_n, 0.0)
+    g_carry = _tree_map(lambda g: g * jnp.exp(-log_n).astype(g.dtype), g_carry)
+    return g_carry, big_s + log_n, d_ct, t.astype(dtype), jnp.zeros_like(t)
+
+
+tap.defvjp(_tap_fwd, _tap_bwd)
+
+
+@jax.custom_vjp
+def inject(carry, y, s):
+    """``(carry, y, s)``; backward: ``y``'s cotangent (true units) and the carry's in one scale."""
+    return carry, y, s
+
+
+def _inject_fwd(carry, y, s):
+    return inject(carry, y, s), None
+
+
+def _inject_bwd(_, cts):
+    g_carry, g_y, big_s = cts
+    log_y = log10_norm(g_y, big_s.dtype) * LN10
+    usable = jnp.isfinite(log_y)
+    new_s = jnp.where(usable, jnp.maximum(big_s, log_y), big_s)
+    to_carry = jnp.exp(big_s - new_s)
+    to_y = jnp.where(usable, jnp.exp(-new_s), 0.0)
+    g_carry = _tree_map(lambda g: g * to_carry.astype(g.dtype), g_carry)
+    g_y = _tree_map(lambda g: g * to_y.astype(g.dtype), g_y)
+    return g_carry, g_y, new_s
+
+
+inject.defvjp(_inject_fwd, _inject_bwd)
