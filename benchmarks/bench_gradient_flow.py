@@ -4,8 +4,10 @@
     python benchmarks/bench_gradient_flow.py --quick    # tiny sizes, checks the script runs
 
 Prints one line per target with the median times and their ratio:
-  1. gradient_flow (norms + log10 norms + param grads) vs jax.grad of the same
-     loss w.r.t. params (LSTM, T=1000, B=32, H=128, float32; target <= 1.5, aim 1.1);
+  1. gradient_flow (norms + log10 norms + param grads + per-step shares) vs jax.grad of the
+     same loss w.r.t. params, for the lstm, gru and rnn cells at T=1000, H=128 and T=200,
+     H=64 (B=32, float32; target <= 1.05), also without shares and, with --before REV,
+     the gradient_flow of an earlier commit (default: before issue 17's cheaper taps);
   2. one backward pass per t vs gradient_flow at T=200 (target >= 10x);
   3. compile time at T=10,000 vs T=10 (target <= 1.5);
   4. gradflow LSTM fwd+bwd vs flax.linen.RNN(OptimizedLSTMCell) (target <= 1.1);
@@ -20,7 +22,9 @@ import resource
 import subprocess
 import sys
 import time
+from functools import partial
 
+import _before
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,41 +35,49 @@ import gradflow
 from gradflow import cells
 
 
-def setup(T, B, H, I, seed=0):
-    cell = cells.get("lstm", hidden_size=H)
+def setup(T, B, H, I, seed=0, name="lstm"):
+    cell = cells.get(name, hidden_size=H)
     params = cell.init(jax.random.key(seed), I)
     xs = jax.random.normal(jax.random.key(seed + 1), (T, B, I), jnp.float32)
     return cell, params, cell.initial_carry(B), xs
 
 
 def loss_fn(ys, carry):
-    return jnp.mean(carry[1] ** 2)
+    h = carry[1] if isinstance(carry, tuple) else carry  # LSTM (c, h); GRU, RNN h
+    return jnp.mean(h**2)
 
 
-def bench_vs_grad(T, B, H, I, reps):
-    cell, params, carry0, xs = setup(T, B, H, I)
+def bench_vs_grad(sizes, B, I, reps, before):
+    """[1] for each cell and (T, H): gradient_flow's default outputs (norms, log10 norms, param
+    grads, per-step shares) and without shares vs jax.grad; the earlier taps (``before``) alike."""
+    print(f"[1] gradient_flow vs jax.grad, float32, B={B}, I={I} (target <= 1.05; before: {_before.BEFORE})")
+    ratios = {}
+    for name in ("lstm", "gru", "rnn"):
+        for T, H in sizes:
+            cell, params, carry0, xs = setup(T, B, H, I, name=name)
 
-    def plain(p):
-        carry, ys = gradflow.unroll(cell, p, carry0, xs)
-        return loss_fn(ys, carry)
+            def plain(p, cell=cell, carry0=carry0, xs=xs):
+                carry, ys = gradflow.unroll(cell, p, carry0, xs)
+                return loss_fn(ys, carry)
 
-    grad = jax.jit(jax.grad(plain))
-    flow = jax.jit(lambda p: gradflow.gradient_flow(cell, p, carry0, xs, loss_fn, step_shares=False))
-    shares = jax.jit(lambda p: gradflow.gradient_flow(cell, p, carry0, xs, loss_fn))
-    res = flow(params)
-    underflow = bool(np.any(np.asarray(jax.tree_util.tree_leaves(res.norms)[1]) == 0.0))
-    fns = {"grad": lambda: grad(params), "flow": lambda: flow(params), "shares": lambda: shares(params)}
-    t = interleaved_medians(fns, reps)
-    ratio = t["flow"] / t["grad"]
-    print(
-        f"[1] gradient_flow vs jax.grad   LSTM T={T} B={B} H={H}: "
-        f"{t['flow'] * 1e3:.1f} ms vs {t['grad'] * 1e3:.1f} ms  ratio {ratio:.3f}  "
-        f"(target <= 1.5, aim 1.1; float32 norms underflow: {underflow}, "
-        f"min log10 norm {float(jnp.min(res.total_log10_norms)):.1f})\n"
-        f"    with per-step gradient shares (step_shares=True, the default): "
-        f"{t['shares'] * 1e3:.1f} ms  ratio {t['shares'] / t['grad']:.3f}"
-    )
-    return ratio
+            def flow(p, shares=True, fn=gradflow.gradient_flow, cell=cell, carry0=carry0, xs=xs):
+                return fn(cell, p, carry0, xs, loss_fn, step_shares=shares)
+
+            jitted = {"grad": jax.jit(jax.grad(plain)), "flow": jax.jit(flow)}
+            jitted["no shares"] = jax.jit(partial(flow, shares=False))
+            if before is not None:
+                jitted["before"] = jax.jit(partial(flow, fn=before.gradient_flow))
+            res = jitted["flow"](params)
+            t = interleaved_medians({k: partial(f, params) for k, f in jitted.items()}, reps)
+            ratios[name, T, H] = t["flow"] / t["grad"]
+            was = f", before {t['before'] / t['grad']:.3f}" if before is not None else ""
+            print(
+                f"    {name:4s} T={T:5d} H={H:3d}: grad {t['grad'] * 1e3:7.1f} ms  flow "
+                f"{t['flow'] * 1e3:7.1f} ms  ratio {ratios[name, T, H]:.3f} (no shares "
+                f"{t['no shares'] / t['grad']:.3f}{was})  min log10 norm "
+                f"{float(jnp.min(res.total_log10_norms)):.1f}"
+            )
+    return ratios
 
 
 def bench_vs_per_t(T, B, H, I, reps):
@@ -181,6 +193,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the script runs")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--only", default="12345", help="which benchmarks, e.g. --only 14")
+    parser.add_argument("--before", default=_before.BEFORE, help="git revision to compare with ('' : none)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -191,7 +204,9 @@ def main():
     B, H, I = (4, 16, 8) if q else (32, 128, 32)
     reps = 3 if q else args.reps
     if "1" in args.only:
-        bench_vs_grad(50 if q else 1000, B, H, I, reps)
+        before = _before.load(args.before) if args.before else None
+        sizes = [(50, 16), (20, 8)] if q else [(1000, 128), (200, 64)]
+        bench_vs_grad(sizes, 4 if q else 32, I, reps, before)
     if "2" in args.only:
         bench_vs_per_t(20 if q else 200, B, H, I, reps)
     if "3" in args.only:

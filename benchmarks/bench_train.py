@@ -4,7 +4,10 @@ LSTM vs GRU time per step.
 Each timed call is 50 Adam steps of one run in one jitted ``lax.scan`` (the way ``gradflow.train``
 runs a chunk), adding problem, batch 32; medians of interleaved calls (see ``_timing.py``).
 
-    python benchmarks/bench_train.py [--steps-T 100] [--hidden 64] [--reps 7]
+    python benchmarks/bench_train.py [--steps-T 100] [--hidden 64] [--reps 7] [--before REV]
+
+``--before REV`` also times the gradient_flow of an earlier commit (default: before issue 17's
+cheaper taps) in the same process; ``--before ''`` leaves it out.
 """
 
 import argparse
@@ -16,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
+import _before
 from _timing import interleaved_medians
 
 from gradflow import cells, gradient_flow, tasks
@@ -24,7 +28,7 @@ from gradflow.engine.training import Model
 K = 50
 
 
-def chunk(model: Model, task, batch: int, with_flow: bool):
+def chunk(model: Model, task, batch: int, with_flow: bool, flow_fn=gradient_flow):
     tx = optax.adam(1e-3)
     params = model.init(jax.random.key(0), task.input_size)
     opt_state = tx.init(params)
@@ -32,7 +36,7 @@ def chunk(model: Model, task, batch: int, with_flow: bool):
     def loss_and_grads(p, b):
         if not with_flow:
             return jax.value_and_grad(lambda q: task.loss(model.apply(q, b.xs), b))(p)
-        res = gradient_flow(
+        res = flow_fn(
             model.cell.step,
             p["cell"],
             model.cell.initial_carry(batch),
@@ -64,13 +68,17 @@ def main():
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--before", default=_before.BEFORE, help="git revision to compare with ('': none)")
     args = ap.parse_args()
     task = tasks.get("adding", steps=args.steps_T)
+    before = _before.load(args.before) if args.before else None
     fns = {}
     for name in ("lstm", "gru", "rnn"):
         model = Model(cells.get(name, hidden_size=args.hidden), 1, readout="last")
         fns[f"{name} plain"] = chunk(model, task, args.batch, with_flow=False)
         fns[f"{name} flow"] = chunk(model, task, args.batch, with_flow=True)
+        if before is not None:
+            fns[f"{name} before"] = chunk(model, task, args.batch, True, before.gradient_flow)
     t = interleaved_medians(fns, args.reps)
     device = jax.devices()[0].device_kind
     print(f"adding T={args.steps_T}, hidden {args.hidden}, batch {args.batch}, Adam; {device}")
@@ -78,7 +86,8 @@ def main():
         plain, flow = t[f"{name} plain"] / K, t[f"{name} flow"] / K
         print(
             f"{name:5s} ms/step: plain value_and_grad {1000 * plain:.3f}, "
-            f"with gradient_flow {1000 * flow:.3f}  -> flow/plain {flow / plain:.2f}x"
+            f"with gradient_flow {1000 * flow:.3f}  -> flow/plain {flow / plain:.3f}x (target <= 1.10)"
+            + (f"; before ({args.before}) {t[f'{name} before'] / K / plain:.3f}x" if before else "")
         )
     print(f"GRU / LSTM time per step (with gradient_flow): {t['gru flow'] / t['lstm flow']:.2f}")
     print(f"GRU / LSTM time per step (plain):              {t['gru plain'] / t['lstm plain']:.2f}")

@@ -15,6 +15,7 @@ keep (``residual_bytes``) exceed ``REMAT_MEMORY_FRACTION`` of the device's memor
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -59,9 +60,27 @@ def _nbytes(tree) -> int:
 def residual_bytes(step, params, carry0, xs, per_step: bool, length: int) -> int:
     """Bytes a plain (not checkpointed) backward pass over ``length`` steps keeps: the residuals of
     ``jax.vjp`` of the scanned step, per step (residuals of 3 steps minus those of 2, so the
-    loop-invariant ones such as the weights drop out), times ``length``. Shapes only: nothing runs."""
-    spec = lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))  # noqa: E731
-    params, carry0, xs = _tree_map(spec, params), _tree_map(spec, carry0), _tree_map(spec, xs)
+    loop-invariant ones such as the weights drop out), times ``length``. Shapes only: nothing runs;
+    cached per step function and shapes."""
+    specs = tuple(_spec(tree) for tree in (params, carry0, xs))
+    try:
+        per = _per_step_bytes(step, per_step, specs)
+    except TypeError:  # an unhashable step: no cache
+        per = _per_step_bytes.__wrapped__(step, per_step, specs)
+    return per * length
+
+
+def _spec(tree):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple((tuple(jnp.shape(a)), jnp.result_type(a).name) for a in leaves)
+
+
+@functools.lru_cache(maxsize=128)
+def _per_step_bytes(step, per_step: bool, specs) -> int:
+    params, carry0, xs = (
+        jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+        for treedef, leaves in specs
+    )
 
     def saved(n):
         cut = lambda a: jax.ShapeDtypeStruct((n, *a.shape[1:]), a.dtype)  # noqa: E731
@@ -76,7 +95,11 @@ def residual_bytes(step, params, carry0, xs, per_step: bool, length: int) -> int
         p_n = _tree_map(cut, params) if per_step else params
         return _nbytes(jax.eval_shape(lambda p: jax.vjp(run, p)[1], p_n))
 
-    return max(0, saved(3) - saved(2)) * length
+    return max(0, saved(3) - saved(2))
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def choose_segment(remat, length: int, estimate) -> int | None:
@@ -93,8 +116,8 @@ def choose_segment(remat, length: int, estimate) -> int | None:
         return None
     seg = sqrt_segment(length)
     warnings.warn(
-        f"gradient_flow: the backward pass would keep ~{need / 2**30:.2f} GiB of residuals for "
-        f"T = {length} steps, over {REMAT_MEMORY_FRACTION:.0%} of the device's {have / 2**30:.1f} GiB; "
+        f"gradient_flow: the backward pass would keep ~{_size(need)} of residuals for "
+        f"T = {length} steps, over {REMAT_MEMORY_FRACTION:.0%} of the device's {_size(have)}; "
         f"checkpointing in segments of {seg} steps (remat={seg}; remat=False keeps every step)",
         RematWarning,
         stacklevel=3,
