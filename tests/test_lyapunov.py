@@ -172,6 +172,27 @@ def test_auto_schedule_matches_qr_every_step_where_a_fixed_large_m_fails():
     assert np.max(np.abs(np.asarray(coarse.exponents - ref.exponents))) > 0.1
 
 
+def test_auto_schedule_under_vmap_equals_separate_runs():
+    """The QR blocks depend on the data ('auto'); vmapped over weight scales they match one run each."""
+    cell = cells.get("rnn", hidden_size=8, weight_scale=1.5, dtype="float64")
+    params = cell.init(jax.random.key(0), 2)
+    xs, carry0 = normal((300, 2, 2), seed=1), cell.initial_carry(2)
+    scales = (0.5, 2.0)
+
+    def run(s):
+        return lyapunov_spectrum(cell, {**params, "w_hh": s * params["w_hh"]}, carry0, xs)
+
+    many = jax.vmap(run)(jnp.asarray(scales))
+    reorthos = []
+    for i, s in enumerate(scales):
+        one = run(s)
+        reorthos.append(int(one.reorthos))
+        assert int(many.reorthos[i]) == reorthos[-1]
+        np.testing.assert_allclose(many.per_example[i], one.per_example, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(many.running[i], one.running, rtol=0, atol=1e-12)
+    assert reorthos[0] != reorthos[1]  # different schedules in one vmapped loop
+
+
 def test_auto_schedule_equals_python_loop_with_qr_every_step():
     """Contracting driven tanh RNN (trajectories do not part ways), spread ~ 4 so m > 1: 'auto' against
     a Python loop over explicit Jacobians with numpy QR at every step, float64."""

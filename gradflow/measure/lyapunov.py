@@ -160,26 +160,31 @@ def _spectrum(step, params, carry0, xs, cols, k, length, transient, reortho_ever
         running = jnp.mean(logs, axis=0) / jnp.maximum(count, 1).astype(dtype)
         return jnp.moveaxis(q, -1, 0), logs, count, all_logs, next_qr, reorthos + 1, running
 
-    def body(state, inp):
-        carry, books = state
-        t, p, x = inp
-        carry, frame = advance(carry, books[0], params if p is None else p, x)
-        books = (frame, *books[1:])
-        if reortho_every == 1:
-            books = reortho(t, books)
-        else:
-            due = (t + 1 == books[4]) if auto else ((t + 1) % reortho_every == 0)
-            do_qr = due | (t == length - 1) | (t + 1 == transient)
-            books = jax.lax.cond(do_qr, reortho, lambda t, books: books, t, books)
-        return (carry, books), books[-1]
+    def block(state):
+        """Push the frame to the next QR step ``e - 1`` (one inner loop, no per-step branch), QR there."""
+        start, carry, books, buffer, qr_at = state
+        end = books[4] if auto else (start // reortho_every + 1) * reortho_every
+        end = jnp.minimum(end, length)
+        end = jnp.where(start < transient, jnp.minimum(end, transient), end)
+
+        def push(t, carry_frame):
+            at = lambda tree: jax.tree_util.tree_map(lambda a: a[t], tree)  # noqa: E731
+            return advance(*carry_frame, at(params) if per_step else params, at(xs))
+
+        carry, frame = jax.lax.fori_loop(start, end, push, (carry, books[0]))
+        books = reortho(end - 1, (frame, *books[1:]))
+        return end, carry, books, buffer.at[end - 1].set(books[-1]), qr_at.at[end - 1].set(True)
 
     zeros = jnp.zeros((batch, k), dtype)
     zero = jnp.zeros((), jnp.int32)
     # frame, sum of measured ln |R_ii|, steps they cover, sum of all ln |R_ii|, next QR step ('auto'),
     # number of QRs, running estimate
     books0 = (frame0, zeros, zero, zeros, jnp.ones((), jnp.int32), zero, jnp.zeros((k,), dtype))
-    inputs = (jnp.arange(length, dtype=jnp.int32), params if per_step else None, xs)
-    (_, books), running = jax.lax.scan(body, (carry0, books0), inputs, length=length)
+    # the running estimate at each QR step, held in between (from the last QR, below)
+    state0 = (zero, carry0, books0, jnp.zeros((length, k), dtype), jnp.zeros(length, bool))
+    _, _, books, buffer, qr_at = jax.lax.while_loop(lambda s: s[0] < length, block, state0)
+    last = jax.lax.cummax(jnp.where(qr_at, jnp.arange(length), -1))
+    running = jnp.where((last >= 0)[:, None], buffer[jnp.maximum(last, 0)], 0.0)
     _, logs, count, _, _, reorthos, _ = books
     steps = length - transient
     per_example = logs / steps
@@ -218,7 +223,8 @@ def lyapunov_spectrum(
     forward, ``Q <- J_t Q`` (``jax.jvp``, vmapped over the k columns; ``J_t``
     is never formed), re-orthonormalized with ``Q, R = qr(Q)`` and
     ``ln |diag R|`` is accumulated; exponent ``i`` = sum / steps, natural log
-    per step. All in one ``lax.scan``, finite where the product under- or
+    per step. All in one compiled loop (a ``lax.while_loop`` over the QR blocks, the
+    steps of a block in an inner loop, no branch per step), finite where the product under- or
     overflows.
 
     The carry of each example is flattened to ``D`` coordinates: the leaves of
