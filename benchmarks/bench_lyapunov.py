@@ -14,6 +14,10 @@ difference| against an independent reference, a scan over the explicit Jacobians
 ``diag(1 - h'^2) g W`` with QR at every step. The map is chaotic, so the reference must see the
 same trajectory bit for bit: every method computes ``W @ h`` the same way (a different
 summation order moves the T = 10,000 estimates by ~0.015; that line is printed too).
+
+Measured (2-core shared CPU, jax 0.10.2, medians of 5-9; the load moves the ratios by ~10%): lyapax
+98-188 ms per 1000 steps; gradflow 'auto' (m = 3, 3355 QRs) 2.0-2.3x faster than lyapax, max |diff|
+5e-9; gradflow m = 1 0.9-1.04x, 7e-14; lyapax renorm_every=4 2.8x, 9e-7.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ Prints one line per batch size: median wall times (interleaved, after warm-up) o
 and their ratios to the backward pass, the max |ln-norm difference| exact vs eigh, and the
 power iteration's fallbacks to the eigen-solve. The floor of the exact methods is the D-row update
 (a [D, D] x [D, D] matmul per step, ~D backward passes of work), also timed ('rows only': tol = 0.99).
+
+Measured (2-core shared CPU, jax 0.10.2; the backward pass is overhead-bound and its time swings with
+the load from 2.7 to 10.8 ms at B = 1, so the ratios do too): eigh ~1000-3900x (B = 1) and
+1100-1800x (B = 4); exact 5.5-12.5x and 6.8-11.2x, of which rows only 4.1-10.8x and 6.0-9.9x;
+max |ln-norm difference| exact - eigh 9e-5; no fallbacks.
 """
 
 from __future__ import annotations
