@@ -9,6 +9,16 @@ One row per (T, remat): gradflow's residual estimate (what ``remat=None`` compar
 (``compiled.memory_analysis().temp_size_in_bytes``) and the peak RSS of a fresh subprocess that
 compiles and runs the call once (``resource.getrusage(RUSAGE_SELF).ru_maxrss``; it includes about
 0.4-0.5 GB of the Python/JAX process itself). The last column says what ``remat=None`` picks here.
+
+Measured (2-core CPU, 23.5 GiB; MB = 2**20 bytes):
+
+       T  remat  estimate MB   temp MB  peak RSS MB
+    1000  False         47.1      47.2          499
+    1000   sqrt            -       2.6          530
+   10000  False        471.2     501.6          978
+   10000   sqrt            -       6.0          460
+  100000  False       4711.9    4805.8         5352
+  100000   sqrt            -      17.4          557
 """
 
 from __future__ import annotations

@@ -115,3 +115,14 @@ def test_remat_false_is_accepted_and_bad_values_are_not():
     for bad in (0, -3, "half", 2.5):
         with pytest.raises(ValueError, match="remat must be True, False, 'sqrt' or a positive segment"):
             gradflow.gradient_flow(cell, params, carry0, xs, _on_h, remat=bad)
+
+
+def test_remat_of_a_depth_stack_gives_the_same_numbers():
+    """Per-step params (a residual stack, T = layers): segments slice the params too."""
+    cell, params, x0, _ = make("residual")
+    cell = cells.get("residual", width=5, depth=30, dtype="float64")
+    params = cell.init(jax.random.key(0), 5)
+    ref = gradflow.gradient_flow(cell, params, x0, None, LOSSES["final"], remat=False)
+    for seg in (True, 7):
+        res = gradflow.gradient_flow(cell, params, x0, None, LOSSES["final"], remat=seg)
+        tree_allclose(res, ref, rtol=1e-10, atol=1e-12)
