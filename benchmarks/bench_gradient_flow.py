@@ -184,7 +184,7 @@ def _child(T, B, H, I, remat):
 def bench_remat(long_T, mid_T, B, H, I):
     big = _child(long_T, B, H, I, True)
     with_remat = _child(mid_T, B, H, I, True)
-    without = _child(mid_T, B, H, I, None)
+    without = _child(mid_T, B, H, I, False)
     overhead = with_remat["wall"] / without["wall"]
     print(
         f"[5] remat T={long_T} H={H} B={B}: peak RSS {big['peak_mb']:.0f} MB (target < 2048), "
