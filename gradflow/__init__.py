@@ -38,6 +38,7 @@ _PUBLIC = {
     "sinks": ("gradflow.runs.sinks", "sinks"),
     "DecayFit": ("gradflow.measure", "DecayFit"),
     "GradientFlow": ("gradflow.measure", "GradientFlow"),
+    "RematWarning": ("gradflow.measure", "RematWarning"),
     "LocalJacobians": ("gradflow.measure", "LocalJacobians"),
     "LyapunovSpectrum": ("gradflow.measure", "LyapunovSpectrum"),
     "PathDecomposition": ("gradflow.measure", "PathDecomposition"),

@@ -13,6 +13,7 @@ from gradflow.measure.fit import DecayFit as DecayFit
 from gradflow.measure.fit import decay_fit as decay_fit
 from gradflow.measure.fit import finite_ends as finite_ends
 from gradflow.measure.flow import GradientFlow as GradientFlow
+from gradflow.measure.flow import RematWarning as RematWarning
 from gradflow.measure.flow import gradient_flow as gradient_flow
 from gradflow.measure.jacobians import LocalJacobians as LocalJacobians
 from gradflow.measure.jacobians import ProductNorms as ProductNorms
