@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from cases import LOSSES, brute_force_log10_norms, make
-from conftest import tree_allclose
+from conftest import tiered, tree_allclose
 
 import gradflow
 from gradflow import cells
@@ -34,7 +34,7 @@ def _on_ys(ys, carry):
     return jnp.mean(jnp.sin(ys) * jnp.arange(ys.shape[0])[:, None, None]) + jnp.mean(carry[0] ** 2)
 
 
-@pytest.mark.parametrize("loss", [_on_h, _on_ys])
+@pytest.mark.parametrize("loss", tiered([_on_h, _on_ys], fast=[_on_h]))
 def test_auto_remat_turns_on_above_the_memory_fraction_and_changes_no_number(monkeypatch, loss):
     cell, params, carry0, xs = _lstm(T=300)
     ref = gradflow.gradient_flow(cell, params, carry0, xs, loss, remat=False)
@@ -66,6 +66,7 @@ def test_the_residual_estimate_matches_the_compiled_programs_memory():
     assert 0.5 * temp <= need <= 1.5 * temp, (need, temp)
 
 
+@pytest.mark.slow
 def test_remat_memory_grows_like_sqrt_T_and_keeps_no_per_step_outputs():
     """The compiled temporaries with sqrt remat: far below the plain scan's, and below the size of
     the outputs ys (the loss reads the final carry only) and of a copy of xs."""
@@ -83,7 +84,7 @@ def test_remat_memory_grows_like_sqrt_T_and_keeps_no_per_step_outputs():
     assert temps[10_000, "sqrt"] < 3 * temps[2500, "sqrt"]  # 4x the steps, ~2x the memory
 
 
-@pytest.mark.parametrize(("T", "seg"), [(1000, "sqrt"), (997, 50), (12, 5)])
+@pytest.mark.parametrize(("T", "seg"), tiered([(1000, "sqrt"), (997, 50), (12, 5)], fast=[(12, 5)]))
 def test_segmented_scans_give_the_same_numbers_float32(T, seg):
     """float32, log space over underflow (T=1000 reaches about 1e-80): remat == no remat; a chunked
     scan without checkpoints (long sequences with per-step shares) too."""
@@ -97,6 +98,7 @@ def test_segmented_scans_give_the_same_numbers_float32(T, seg):
         assert int(res.nonfinite_step) == int(ref.nonfinite_step) == -1
 
 
+@pytest.mark.slow
 def test_chunked_scan_without_remat_gives_the_same_numbers(monkeypatch):
     cell, params, carry0, xs = make("lstm")
     xs = jax.random.normal(jax.random.key(4), (50, 3, 4), jnp.float64)
@@ -117,6 +119,7 @@ def test_remat_false_is_accepted_and_bad_values_are_not():
             gradflow.gradient_flow(cell, params, carry0, xs, _on_h, remat=bad)
 
 
+@pytest.mark.slow
 def test_remat_of_a_depth_stack_gives_the_same_numbers():
     """Per-step params (a residual stack, T = layers): segments slice the params too."""
     cell, params, x0, _ = make("residual")
