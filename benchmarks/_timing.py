@@ -1,5 +1,8 @@
 """Shared timing helper of the benchmark scripts (run as `python benchmarks/bench_*.py`)."""
 
+import json
+import subprocess
+import sys
 import time
 
 import jax
@@ -17,3 +20,11 @@ def interleaved_medians(fns: dict, reps: int) -> dict:
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - t0)
     return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def fresh_process(script: str, payload) -> dict:
+    """``python script --child JSON(payload)`` in a fresh interpreter (its own peak memory and
+    compile state); the last line it prints, read as JSON."""
+    cmd = [sys.executable, script, "--child", json.dumps(payload)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])

@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import fresh_process
 
 import gradflow
 from gradflow import cells
@@ -74,9 +73,7 @@ def child(T: int, remat, reps: int):
 
 
 def run_child(T: int, remat, reps: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps([T, remat, reps])]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return fresh_process(__file__, [T, remat, reps])
 
 
 def main():

@@ -26,11 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
+from _timing import fresh_process
 
 import gradflow
 from gradflow import cells
@@ -58,9 +57,7 @@ def case(T: int, remat, run: bool) -> dict:
 
 
 def fresh(T: int, remat, run: bool) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps([T, remat, run])]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return fresh_process(__file__, [T, remat, run])
 
 
 def main():
