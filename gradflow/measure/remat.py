@@ -72,7 +72,9 @@ def residual_bytes(step, params, carry0, xs, per_step: bool, length: int) -> int
 
 def _spec(tree):
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((tuple(jnp.shape(a)), jnp.result_type(a).name) for a in leaves)
+    # the dtype itself, not its name: a PRNG key's dtype (key<fry>) has no numpy name
+    dtypes = (a.dtype if hasattr(a, "dtype") else jnp.result_type(a) for a in leaves)
+    return treedef, tuple((tuple(jnp.shape(a)), d) for a, d in zip(leaves, dtypes, strict=True))
 
 
 @functools.lru_cache(maxsize=128)
