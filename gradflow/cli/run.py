@@ -73,9 +73,11 @@ def _run(args) -> int:
                 file=sys.stderr,
             )
             return 130
-    if summary.get("process_count", 1) > 1 and jax_process_index() > 0:
+    from gradflow.engine import processes
+
+    if not processes.is_writer():
         print(
-            f"process {jax_process_index()} of {summary['process_count']}: computed its share of "
+            f"process {processes.index()} of {processes.count()}: computed its share of "
             f"{len(summary['runs'])} runs; process 0 wrote {out}/"
         )
         return 0
@@ -98,12 +100,6 @@ def _run(args) -> int:
         f"results and figures ({', '.join(summary['figures'])}) in {out}/"
     )
     return 0
-
-
-def jax_process_index() -> int:
-    import jax
-
-    return jax.process_index()
 
 
 def _train_table(summary: dict, out):
