@@ -50,21 +50,27 @@ def bench(T, B, H, I, reps, probes, eigh):
 
     key = jax.random.key(2)
     grad = jax.jit(jax.grad(loss))
-    fns = {"grad": grad, "exact": norms(), "rows only": norms(tol=0.99)}
+    fns = {"grad": grad, "exact": norms(), "rows only": norms(tol=0.99), "lowrank": norms(method="lowrank")}
     fns["estimate"] = norms(method="estimate", probes=probes, key=key)
     if eigh:
         fns["eigh"] = norms(method="eigh")
     t = interleaved_medians({name: (lambda fn=fn: fn(params)) for name, fn in fns.items()}, reps)
-    res = fns["exact"](params)
+    res, low = fns["exact"](params), fns["lowrank"](params)
     line = f"tanh rnn H={H} T={T} B={B}: backward {t['grad'] * 1e3:.1f} ms"
     for name in fns:
         if name != "grad":
             line += f"; {name} {t[name] * 1e3:.1f} ms ({t[name] / t['grad']:.1f}x)"
     if eigh:
-        diff = np.max(np.abs(np.asarray(res.log_spectral - fns["eigh"](params).log_spectral)))
-        line += f"; max |ln ||.||_2 exact - eigh| {diff:.1e}"
-    print(f"{line}; fallbacks {int(res.fallbacks)}; ln ||dh_T/dh_0||_2 = {float(res.log_spectral[0, 0]):.1f}")
-    return t["exact"] / t["grad"]
+        ref = fns["eigh"](params)
+        for name, r in (("exact", res), ("lowrank", low)):
+            diff = np.max(np.abs(np.asarray(r.log_spectral - ref.log_spectral)))
+            line += f"; max |ln ||.||_2 {name} - eigh| {diff:.1e}"
+        diff = np.max(np.abs(np.asarray(low.log_frobenius - ref.log_frobenius)))
+        line += f"; max |ln ||.||_F lowrank - eigh| {diff:.1e}"
+    line += f"; lowrank rows {int(np.sum(np.asarray(low.rows[:-1])))} of {H * T}"
+    line += f"; fallbacks {int(res.fallbacks)}, lowrank {int(low.fallbacks)}"
+    print(f"{line}; ln ||dh_T/dh_0||_2 = {float(res.log_spectral[0, 0]):.1f}", flush=True)
+    return t["exact"] / t["grad"], t["lowrank"] / t["grad"]
 
 
 def main():
@@ -72,15 +78,24 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that the script runs")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3, help="interleaved calls per median")
+    parser.add_argument("--repeat", type=int, default=1, help="medians per batch size (summarized)")
     parser.add_argument("--probes", type=int, default=16)
     parser.add_argument("--no-eigh", action="store_true", help="skip the eigen-solve reference (slow)")
     args = parser.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
     q = args.quick
     T, H, I = (50, 16, 8) if q else (500, 128, 32)
-    for B in (1, 4):
-        bench(T, B, H, I, 3 if q else args.reps, args.probes, not args.no_eigh)
+    ratios = {1: [], 4: []}
+    for _ in range(args.repeat):
+        for B in (1, 4):
+            ratios[B].append(bench(T, B, H, I, 3 if q else args.reps, args.probes, not args.no_eigh))
+    for B, rs in ratios.items():
+        for i, name in enumerate(("exact", "lowrank")):
+            r = [x[i] for x in rs]
+            print(
+                f"B={B} {name}: median {np.median(r):.1f}x a backward pass, range {min(r):.1f}-{max(r):.1f}x"
+            )
 
 
 if __name__ == "__main__":

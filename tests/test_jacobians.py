@@ -258,6 +258,105 @@ def test_power_iteration_within_tol_of_the_eigen_solve(tol):
     np.testing.assert_allclose(forced.log_spectral, ref.log_spectral, rtol=1e-12)
 
 
+def jacfwd_log_norms(cell, params, carry0, xs, t):
+    """Brute force: ln ||dh_T/dh_t||_2 and _F per example ``[B]``, jax.jacfwd of the unrolled map
+    from h_t (one example at a time) and np.linalg.norm(ord=2)."""
+    layout = carry_layout(carry0)
+    carry_t = unroll(cell, params, carry0, xs[:t])[0] if t else carry0
+
+    def from_flat(v):
+        leaves = [v[None, s.start : s.stop].reshape((1, *s.shape)) for s in layout.slices]
+        return jax.tree_util.tree_unflatten(layout.treedef, leaves)
+
+    spec, frob = [], []
+    for b, h in enumerate(flat(carry_t)):
+        xs_b = xs[t:, b : b + 1]
+        jac = np.asarray(
+            jax.jacfwd(lambda v, xs_b=xs_b: flat(unroll(cell, params, from_flat(v), xs_b)[0])[0])(h)
+        )
+        spec.append(math.log(np.linalg.norm(jac, ord=2)))
+        frob.append(math.log(np.linalg.norm(jac)))
+    return np.array(spec), np.array(frob)
+
+
+LOWRANK_CASES = [
+    (name, g, dt)
+    for name, g in [("rnn", 0.5), ("rnn", 0.9), ("rnn", 1.0), ("rnn", 2.0), ("lstm", None)]
+    for dt in (F64, jnp.float32)
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "g", "dtype"),
+    tiered(
+        LOWRANK_CASES, {("rnn", 0.5, F64), ("rnn", 2.0, F64), ("rnn", 1.0, jnp.float32), ("lstm", None, F64)}
+    ),
+)
+def test_lowrank_within_tol_of_the_eigen_solve(name, g, dtype):
+    """Vanishing (0.5, 0.9), edge (1.0), chaotic (2.0) tanh RNNs (D = 32) and an LSTM (D = 16), T = 120:
+    every t and example within |d ln| <= tol = 1e-3 of the eigen-solve, below it up to rounding, after
+    narrowing to fewer rows; each truncation discards at most tol^2 of the squared norm."""
+    if name == "rnn":
+        cell, params, carry0, xs = rnn_setup(n=32, T=120, scale=g, dtype=dtype)
+    else:
+        cell, params, carry0, xs = lstm_setup(n=8, T=120)
+        params, carry0, xs = jax.tree.map(lambda a: a.astype(dtype), (params, carry0, xs))
+    D = flat(carry0).shape[1]
+    ref = product_norms(cell, params, carry0, xs, method="eigh")
+    res = product_norms(cell, params, carry0, xs, method="lowrank")
+    assert res.log_spectral.dtype == dtype and res.probes == D and res.rows.shape == (121,)
+    rows = np.asarray(res.rows)
+    assert rows[-1] == D and rows[0] == 4 and np.all(np.diff(rows) >= 0)  # narrowed in tiers to 4 rows
+    tiers = math.log2(D // 4)
+    assert np.all(np.asarray(res.discarded) <= tiers * 1e-6 * (1 + 1e-3))
+    rounding = 1e-10 if dtype == F64 else 1e-4
+    for got, want in [(res.log_spectral, ref.log_spectral), (res.log_frobenius, ref.log_frobenius)]:
+        diff = np.asarray(got - want)
+        assert np.all(np.abs(diff) <= 1e-3)
+        assert np.all(diff <= rounding)  # a lower bound
+    if dtype == F64:
+        assert int(res.fallbacks) <= 12
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_lowrank_against_jacfwd(name):
+    """Brute force at steps carried with D, fewer and the fewest rows (float64)."""
+    if name == "rnn":
+        cell, params, carry0, xs = rnn_setup(n=16, T=60, scale=0.9)
+    else:
+        cell, params, carry0, xs = lstm_setup(n=8, T=60)
+    res = product_norms(cell, params, carry0, xs, method="lowrank")
+    rows = np.asarray(res.rows)
+    D = flat(carry0).shape[1]
+    steps = [int(np.argmax(rows == k)) for k in (4, 8)] + [0, 58]
+    assert rows[steps[-1]] == D and rows[0] == 4
+    for t in steps:
+        spec, frob = jacfwd_log_norms(cell, params, carry0, xs, t)
+        np.testing.assert_allclose(res.log_spectral[t], spec, atol=1e-3)
+        np.testing.assert_allclose(res.log_frobenius[t], frob, atol=1e-3)
+
+
+def test_lowrank_keeps_every_row_of_a_flat_spectrum():
+    """Linear orthogonal RNN: all singular values of dh_T/dh_t equal rho^(T-t), none is dropped."""
+    cell, params, h0, xs = rnn_setup(n=16, T=40, activation="linear", scale=0.9, init="orthogonal")
+    res = product_norms(cell, params, h0, xs, method="lowrank")
+    np.testing.assert_array_equal(res.rows, 16)
+    expected = (40 - np.arange(41))[:, None] * math.log(0.9) * np.ones((1, 2))
+    np.testing.assert_allclose(res.log_spectral, expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(res.log_frobenius - 0.5 * math.log(16), expected, rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(res.discarded, 0.0)
+
+
+def test_lowrank_compiles_once():
+    """One program for every t and tier: new values of the same shapes reuse it."""
+    cell, params, h0, xs = rnn_setup(n=16, T=30, scale=0.7)
+    jitted = jax.jit(lambda p, xs: product_norms(cell, p, h0, xs, method="lowrank"))
+    first = jitted(params, xs)
+    res = jitted({**params, "w_hh": 2.0 * params["w_hh"]}, 0.5 * xs)
+    assert jitted._cache_size() == 1
+    assert int(first.rows[0]) == 4 and np.all(np.isfinite(np.asarray(res.log_spectral)))
+
+
 def test_product_norms_under_jit_and_vmap():
     cell, params, h0, xs = rnn_setup(n=16, T=5)
     eager = product_norms(cell, params, h0, xs)
