@@ -22,15 +22,20 @@ def mesh() -> Mesh:
     return Mesh(np.array(jax.devices()), (RUNS,))
 
 
-def over_devices(fn, n_sharded: int, n_replicated: int = 0):
+def over_devices(fn, n_sharded: int, n_replicated: int = 0, compiler_options: dict | None = None):
     """``jax.jit`` of ``fn(*sharded, *replicated)``: the first ``n_sharded`` arguments (and every
     output) carry the run axis ``[R]`` first, split over the devices; the others (scalars such as a
-    step counter) are the same everywhere. One device: ``jax.jit(fn)``."""
+    step counter) are the same everywhere. One device: ``jax.jit(fn)``. ``compiler_options``: XLA
+    options for the compile (``jax.jit``'s)."""
+    options = compiler_options or None
     if jax.device_count() == 1:
-        return jax.jit(fn)
+        return jax.jit(fn, compiler_options=options)
     runs, same = PartitionSpec(RUNS), PartitionSpec()
     specs = (runs,) * n_sharded + (same,) * n_replicated
-    return jax.jit(jax.shard_map(fn, mesh=mesh(), in_specs=specs, out_specs=runs, check_vma=False))
+    return jax.jit(
+        jax.shard_map(fn, mesh=mesh(), in_specs=specs, out_specs=runs, check_vma=False),
+        compiler_options=options,
+    )
 
 
 def padded(n: int) -> int:

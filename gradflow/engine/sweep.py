@@ -23,8 +23,8 @@ import numpy as np
 from gradflow import cells
 from gradflow.config import DISTRIBUTIONS, LOSSES
 from gradflow.config import Inputs as Inputs  # one definition: the config's inputs section
-from gradflow.engine import devices
-from gradflow.measure.fit import DecayFit
+from gradflow.engine import devices, rng
+from gradflow.measure.fit import DecayFit, decay_fit
 from gradflow.measure.flow import gradient_flow
 
 DYNAMIC_OPTIONS = ("weight_scale", "bias_scale", "input_scale", "forget_bias", "update_bias", "alpha")
@@ -83,15 +83,41 @@ def _draw(key, shape, distribution, scale, dtype):
     return jnp.zeros(shape, dtype)
 
 
+#: A group whose estimated work (``_group_flops``) is under this many FLOPs compiles at XLA:CPU's
+#: optimization level 0: it compiles in about half the time and runs 2-4x slower, a net gain below
+#: ~1 GFLOP (compare_cells' groups: 0.1-0.6 GFLOP, 0.1-0.5 s of compile saved each; tiny ones only
+#: ever compile). Its numbers differ from level 2's at float32 rounding (ULPs of a log10 norm).
+CHEAP_FLOPS = 1e9
+
+
+def compiler_options(flops: float) -> dict:
+    """XLA options for a measurement of ``flops`` estimated work: level 0 when cheap on CPU, else {}."""
+    if jax.default_backend() == "cpu" and flops < CHEAP_FLOPS:
+        return {"xla_backend_optimization_level": 0}
+    return {}
+
+
+def _group_flops(cell_name, options: dict, inputs: Inputs, runs: int) -> float:
+    """Estimated FLOPs of ``runs`` measurements: 6 per parameter, example and step (forward and
+    backward multiply-adds) over the steps the parameters are applied."""
+    cell = cells.get(cell_name, **options)
+    input_size = None if cell.params_per_step else inputs.size
+    shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size))
+    n = sum(np.prod(a.shape) for a in jax.tree_util.tree_leaves(shapes))
+    steps = 1 if cell.params_per_step else inputs.steps
+    return 6.0 * float(n) * inputs.batch * steps * runs
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_window, mode):
-    """One jitted measurement over R runs per static signature (lru: compile once)."""
+def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_window, mode, options=()):
+    """One jitted measurement over R runs per static signature (lru: compile once); ``options``:
+    XLA compiler options as sorted items. Returns the log10 norms; the fits come after (``_fits``)."""
     static = dict(static_items)
     batch_loss = _loss(loss, inputs.batch)
 
     def one(seed, dynamic):
         cell = cells.get(cell_name, **static, **dict(zip(dynamic_names, dynamic, strict=True)))
-        k_init, k_x, k_h = jax.random.split(jax.random.key(seed), 3)
+        k_init, k_x, k_h = jax.random.split(rng.key(seed), 3)
         if cell.params_per_step:
             params = cell.init(k_init, None)
             width = jax.tree_util.tree_leaves(params)[0].shape[-1]
@@ -109,10 +135,18 @@ def _compiled(cell_name, static_items, dynamic_names, inputs: Inputs, loss, fit_
             )
             if cell_name == "bidirectional":
                 xs = cells.bidirectional_xs(xs)
+        # the fit comes after, outside (fit_window only checked here)
         res = gradient_flow(cell, params, carry0, xs, batch_loss, fit_window=fit_window, step_shares=False)
-        return res._replace(grads=None, norms=None)
+        return res.log10_norms, res.total_log10_norms, res.nonfinite_step
 
-    return devices.over_devices(over_runs(one, mode), 2)
+    group = over_runs(one, mode)
+    group.__name__ = group.__qualname__ = f"measure_{cell_name}"  # names the program in profiles
+    return devices.over_devices(group, 2, compiler_options=dict(options))
+
+
+def _fits(rows: list[np.ndarray], window) -> list[DecayFit]:
+    """``decay_fit`` of every row of each ``[R, T+1]`` array, on the host (float64, nothing to compile)."""
+    return [decay_fit(np.asarray(r), window, xp=np) for r in rows]
 
 
 BATCHINGS = ("auto", "map", "vmap")
@@ -252,19 +286,24 @@ def measure_runs(
     window = None if fit_window is None else tuple(int(k) for k in fit_window)
     rows: dict = {}
     for (static, dynamic), runs in groups.items():
-        fn = _compiled(cell_name, static, dynamic, inputs, loss, window, run_batching())
+        xla = compiler_options(_group_flops(cell_name, options[runs[0]], inputs, len(runs)))
+        xla = tuple(sorted(xla.items()))
+        fn = _compiled(cell_name, static, dynamic, inputs, loss, window, run_batching(), xla)
         seed_arr = np.asarray([seeds[r] for r in runs], np.uint32)
         dyn_arr = np.asarray([[float(options[r][k]) for k in dynamic] for r in runs], np.float32)
-        out = devices.call(fn, seed_arr, dyn_arr.reshape(len(runs), len(dynamic)))
-        fits = jax.tree_util.tree_leaves(out.fit, is_leaf=lambda x: isinstance(x, DecayFit))
+        log10_norms, total_log10_norms, nonfinite_step = devices.call(
+            fn, seed_arr, dyn_arr.reshape(len(runs), len(dynamic))
+        )
+        leaves = jax.tree_util.tree_leaves(log10_norms)
+        *fits, total_fit = _fits([*leaves, total_log10_norms], window)
         columns = {
-            "total_log10_norms": out.total_log10_norms,
-            "total_rate": out.total_fit.rate,
-            "total_half_life": out.total_fit.half_life,
-            "total_r2": out.total_fit.r2,
-            "nonfinite_step": out.nonfinite_step,
+            "total_log10_norms": total_log10_norms,
+            "total_rate": total_fit.rate,
+            "total_half_life": total_fit.half_life,
+            "total_r2": total_fit.r2,
+            "nonfinite_step": nonfinite_step,
         }
-        for i, leaf in enumerate(jax.tree_util.tree_leaves(out.log10_norms)):
+        for i, leaf in enumerate(leaves):
             columns[("log10_norms", i)] = leaf
             for field in ("rate", "half_life", "r2"):
                 columns[(field, i)] = getattr(fits[i], field)

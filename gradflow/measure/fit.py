@@ -25,45 +25,48 @@ class DecayFit(NamedTuple):
     r2: jnp.ndarray
 
 
-def decay_fit(log10_norms, window: tuple[int, int] | None = None) -> DecayFit:
-    """Fit the per-step log-rate of ``log10_norms: [T+1]`` (entry t = after t steps).
+def decay_fit(log10_norms, window: tuple[int, int] | None = None, *, xp=jnp) -> DecayFit:
+    """Fit the per-step log-rate of ``log10_norms: [..., T+1]`` (entry t = after t steps).
 
     Args:
-      log10_norms: ``[T+1]``; entries that are -inf (zero gradient) or NaN are
-        left out of the fit.
+      log10_norms: ``[T+1]``, or ``[..., T+1]`` for one fit per row; entries that are -inf (zero
+        gradient) or NaN are left out of the fit.
       window: ``(k_min, k_max)`` in steps back from the loss, inclusive;
         ``None`` fits all steps.
+      xp: ``jax.numpy`` (traceable, the input's dtype) or ``numpy`` (on the host in float64, no
+        compile: how the sweep fits its runs).
 
     Returns:
-      ``DecayFit`` of scalars.
+      ``DecayFit`` of shape ``[...]`` (scalars for one row).
 
     Example::
 
         decay_fit(jnp.log10(0.5 ** jnp.arange(10.0, -1, -1))).rate  # ln 0.5
     """
-    y = jnp.asarray(log10_norms) * LN10
+    y = xp.asarray(log10_norms, np.float64 if xp is np else None) * LN10
     n = y.shape[-1]
-    k = jnp.arange(n - 1, -1, -1, dtype=y.dtype)
-    mask = jnp.isfinite(y)
+    k = xp.arange(n - 1, -1, -1, dtype=y.dtype)
+    mask = xp.isfinite(y)
     if window is not None:
         k_min, k_max = window
         mask &= (k >= k_min) & (k <= k_max)
     w = mask.astype(y.dtype)
-    y = jnp.where(mask, y, 0.0)
-    count = w.sum()
-    k_mean = (w * k).sum() / count
-    y_mean = (w * y).sum() / count
-    dk = jnp.where(mask, k - k_mean, 0.0)
-    dy = jnp.where(mask, y - y_mean, 0.0)
-    var_k = (dk * dk).sum()
-    rate = (dk * dy).sum() / var_k
-    ss_tot = (dy * dy).sum()
-    ss_res = jnp.square(dy - rate * dk).sum()
-    r2 = jnp.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 1.0)
-    ok = count >= 2
-    nan = jnp.asarray(jnp.nan, y.dtype)
-    rate = jnp.where(ok, rate, nan)
-    return DecayFit(rate, jnp.log(2.0) / jnp.abs(rate), jnp.where(ok, r2, nan))
+    y = xp.where(mask, y, 0.0)
+    total = lambda a: a.sum(axis=-1, keepdims=True)  # noqa: E731
+    count = total(w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k_mean = total(w * k) / count
+        y_mean = total(w * y) / count
+        dk = xp.where(mask, k - k_mean, 0.0)
+        dy = xp.where(mask, y - y_mean, 0.0)
+        var_k = total(dk * dk)
+        rate = total(dk * dy) / var_k
+        ss_tot = total(dy * dy)
+        ss_res = total(xp.square(dy - rate * dk))
+        r2 = xp.where(ss_tot > 0, 1.0 - ss_res / ss_tot, 1.0)[..., 0]
+        ok = count[..., 0] >= 2
+        rate = xp.where(ok, rate[..., 0], np.nan).astype(y.dtype)
+        return DecayFit(rate, np.log(2.0) / xp.abs(rate), xp.where(ok, r2, np.nan).astype(y.dtype))
 
 
 def finite_ends(values) -> tuple[float, float]:
