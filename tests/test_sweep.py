@@ -75,3 +75,38 @@ def test_sharded_over_8_fake_devices_equals_one_device():
     assert outs[0]["devices"] == 8 and outs[1]["devices"] == 1
     assert outs[0]["n"] == outs[1]["n"] == 1
     np.testing.assert_allclose(outs[0]["x"], outs[1]["x"], rtol=1e-5, atol=1e-5)
+
+
+def test_cheap_groups_compile_at_level_0_with_the_same_numbers(monkeypatch):
+    """Under CHEAP_FLOPS a group compiles at XLA:CPU level 0: same numbers as level 2 to float32
+    rounding; the estimate is 6 FLOPs per parameter, example and step."""
+    inputs = sweep.Inputs(size=4, steps=30, batch=8)
+    options = [{"hidden_size": 16, "weight_scale": s} for s in (0.8, 1.5)]
+    n_params = 4 * 16 + 16 * 16 + 16
+    assert sweep._group_flops("rnn", options[0], inputs, 2) == 6.0 * n_params * 8 * 30 * 2
+    assert sweep._group_flops("plain", {"width": 8, "depth": 5}, inputs, 1) == 6.0 * (5 * 8 * 8 + 5 * 8) * 8
+    assert sweep.compiler_options(sweep.CHEAP_FLOPS / 2) == {"xla_backend_optimization_level": 0}
+    assert sweep.compiler_options(sweep.CHEAP_FLOPS * 2) == {}
+    cheap, _ = sweep.measure_runs("rnn", options, [0, 1], inputs)
+    monkeypatch.setattr(sweep, "CHEAP_FLOPS", 0.0)
+    full, _ = sweep.measure_runs("rnn", options, [0, 1], inputs)
+    np.testing.assert_allclose(cheap.log10_norms["h"], full.log10_norms["h"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(cheap.rate["h"], full.rate["h"], rtol=1e-5)
+
+
+def test_host_fits_equal_the_traced_fit():
+    """The sweep's host fit (float64, rows at once) matches decay_fit traced in float32, row by row,
+    including a window, -inf holes and a row with too few finite points (NaN)."""
+    rng = np.random.default_rng(0)
+    k = np.arange(40, -1, -1)
+    rows = (-0.05 * k[None, :] * (1 + rng.random((4, 1)))) / np.log(10) + 0.01 * rng.standard_normal((4, 41))
+    rows[1, 7] = -np.inf
+    rows[3, :-1] = np.nan
+    for window in (None, (2, 30)):
+        host = gradflow.decay_fit(rows, window, xp=np)
+        assert host.rate.dtype == np.float64 and host.rate.shape == (4,)
+        for i, row in enumerate(rows.astype(np.float32)):
+            traced = jax.jit(lambda r, w=window: gradflow.decay_fit(r, w))(row)
+            for got, want in zip(host, traced, strict=True):
+                np.testing.assert_allclose(got[i], want, rtol=2e-5, equal_nan=True)
+    assert np.isnan(host.rate[3]) and np.isnan(host.r2[3])
