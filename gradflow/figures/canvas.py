@@ -139,8 +139,10 @@ def save_figure(fig, path_without_suffix, formats: Sequence[str] = ("png", "svg"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "tight layout not applied": keep going
             fig.tight_layout()
-    paths = []
-    for fmt in formats:
+    paths, engine = [], fig.get_layout_engine()
+    for i, fmt in enumerate(formats):
+        if i == 1 and engine is not None:
+            fig.set_layout_engine("none")  # the first save placed everything: keep it (one layout pass)
         target = base.with_name(f"{base.name}.{fmt}")
         tmp = base.parent / f".{base.name}.{fmt}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
@@ -151,4 +153,6 @@ def save_figure(fig, path_without_suffix, formats: Sequence[str] = ("png", "svg"
             Path(tmp).unlink(missing_ok=True)
             raise
         paths.append(target)
+    if engine is not None:
+        fig.set_layout_engine(engine)
     return paths
