@@ -2,6 +2,7 @@
 
     python benchmarks/bench_products.py            # hidden 128, T = 500 (~5 min on 2 CPU cores)
     python benchmarks/bench_products.py --no-eigh  # without the slow eigen-solve reference (~1 min)
+    python benchmarks/bench_products.py --no-eigh --reps 5 --repeat 3  # the figures below (~2 min)
     python benchmarks/bench_products.py --quick    # tiny sizes, checks the script runs
 
 Prints one line per batch size: median wall times (interleaved, after warm-up) of
@@ -11,14 +12,26 @@ Prints one line per batch size: median wall times (interleaved, after warm-up) o
   * product_norms(method='exact') (after, the default): the same D rows, the spectral norm by
     power iteration warm-started from step t+1 (tol 1e-3, relative error of the norm);
   * product_norms(method='estimate', probes=16);
-and their ratios to the backward pass, the max |ln-norm difference| exact vs eigh, and the
-power iteration's fallbacks to the eigen-solve. The floor of the exact methods is the D-row update
-(a [D, D] x [D, D] matmul per step, ~D backward passes of work), also timed ('rows only': tol = 0.99).
+  * product_norms(method='lowrank'): the D rows near T, narrowed in tiers (64, 32, 16, 8, 4 rows)
+    once the rows outside a smaller span carry <= tol^2 of the squared norm (a lower bound, see
+    its docstring for the deficit bound);
+and their ratios to the backward pass, the max |ln-norm difference| exact and lowrank vs eigh, the
+rows lowrank carried (summed over t), and the power iteration's fallbacks to the eigen-solve. The
+floor of 'exact' is the D-row update (a [D, D] x [D, D] matmul per step, ~D backward passes of
+work), also timed ('rows only': tol = 0.99). --repeat N repeats the whole measurement and prints the
+median and range of the ratios.
 
 Measured (2-core shared CPU, jax 0.10.2; the backward pass is overhead-bound and its time swings with
-the load from 2.7 to 10.8 ms at B = 1, so the ratios do too): eigh ~1000-3900x (B = 1) and
+the load from 2.1 to 10.8 ms at B = 1, so the ratios do too). Before: eigh ~1000-3900x (B = 1) and
 1100-1800x (B = 4); exact 5.5-12.5x and 6.8-11.2x, of which rows only 4.1-10.8x and 6.0-9.9x;
-max |ln-norm difference| exact - eigh 9e-5; no fallbacks.
+max |ln-norm difference| exact - eigh 9e-5; no fallbacks. After (lowrank, 5920 rows of 64000 at
+B = 1, 6080 at B = 4; --reps 5 --repeat 3, interleaved): lowrank median 4.5x (4.3-5.1x) at B = 1 and
+3.4x (3.1-4.1x) at B = 4, exact 9.0x (9.0-9.4x) and 12.0x (11.2-12.0x) in the same runs; single
+runs 3.6-4.1x and 3.1-3.5x. Once, under heavy load from another process (--repeat 4), lowrank took
+132 ms: 52-63x (B = 1) and 18-37x (B = 4) while exact was 13-17x and 7-10x; the cause is not
+identified (a suspect: the LAPACK QR at its ~125 rank checks, or the cold-start eigen-solve).
+Accuracy (float64 and float32, tanh g = 0.5-2 and LSTM, D = 128, B = 2): lowrank <= 6e-4 below eigh
+in ln ||.||_2, <= 1.1e-4 in ln ||.||_F; no fallbacks.
 """
 
 from __future__ import annotations
