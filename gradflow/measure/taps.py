@@ -43,10 +43,21 @@ def sumsq(x, dtype):
 
 
 def log10_norm(tree, dtype):
-    """log10 of the global Frobenius norm of the floating leaves of ``tree``."""
-    sq = [sumsq(leaf, dtype) for leaf in float_leaves(tree)]
-    total = sum(sq) if sq else jnp.zeros((), dtype)
-    return 0.5 * jnp.log10(total)
+    """log10 of the global Frobenius norm of the floating leaves of ``tree``.
+
+    The squares of every leaf go into one zero-padded ``[n, 128]`` buffer (one fused kernel) and
+    are summed as ``sumsq`` does: inside a scan on CPU that is 3 kernels for the whole tree instead
+    of 2-3 per leaf (the per-step parameter-gradient norm of ``step_shares``)."""
+    leaves = [leaf.astype(dtype).reshape(-1) for leaf in float_leaves(tree)]
+    if not leaves:
+        return 0.5 * jnp.log10(jnp.zeros((), dtype))
+    size = sum(leaf.shape[0] for leaf in leaves)
+    flat = jnp.concatenate([*leaves, jnp.zeros(((-size) % _LANES,), dtype)])
+    squares = (flat * flat).reshape(-1, _LANES)
+    return 0.5 * jnp.log10(jnp.sum(squares @ jnp.ones((_LANES,), dtype)))
+
+
+_LANES = 128
 
 
 def all_finite(tree):
