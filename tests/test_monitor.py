@@ -260,7 +260,8 @@ def linear_rnn_sentences(scale, T=40):
     monitor = Monitor(every=1)
     loss, grads, flow = monitor.grads(model, variables, x, lambda y: jnp.sum(y[:, -1]), due=True)
     stats = monitor.stats(loss, grads, flow=flow)
-    np.testing.assert_allclose(stats["flow/RNN_0/rate"], math.log(scale), rtol=1e-4)
+    # atol: at scale 1 the rate is 0 up to float32 rounding of the per-step norms
+    np.testing.assert_allclose(stats["flow/RNN_0/rate"], math.log(scale), rtol=1e-4, atol=1e-6)
     return monitor.log(0, stats)
 
 

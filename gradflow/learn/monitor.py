@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gradflow.measure import GradientFlow, model_flow, model_value_and_grad
+from gradflow.measure import GradientFlow
 
 PyTree = Any
 LN2 = math.log(2.0)
@@ -284,6 +284,7 @@ class Monitor:
     def grads(self, model, *args, due, **apply_kwargs) -> tuple[jax.Array, PyTree, dict[str, jax.Array]]:
         """``(loss, grads, flow)`` of a Flax model in one backward pass (``model_flow``'s arguments);
         on updates that are not ``due`` (a traced bool) plain gradients and NaN flow statistics."""
+        from gradflow.measure import model_flow, model_value_and_grad  # flax.nnx: imported when used
 
         def with_flow(_):
             flows = model_flow(model, *args, **apply_kwargs)

@@ -23,7 +23,19 @@ from gradflow.measure.jacobians import pascanu_bounds as pascanu_bounds
 from gradflow.measure.jacobians import product_norms as product_norms
 from gradflow.measure.lyapunov import LyapunovSpectrum as LyapunovSpectrum
 from gradflow.measure.lyapunov import lyapunov_spectrum as lyapunov_spectrum
-from gradflow.measure.model import model_flow as model_flow
-from gradflow.measure.model import model_value_and_grad as model_value_and_grad
 from gradflow.measure.paths import PathDecomposition as PathDecomposition
 from gradflow.measure.paths import path_decomposition as path_decomposition
+
+_LAZY = {"model_flow", "model_value_and_grad"}  # gradflow.measure.model imports flax.nnx (~0.25 s)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from gradflow.measure import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'gradflow.measure' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
