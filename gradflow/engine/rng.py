@@ -28,18 +28,24 @@ _PARITY = np.uint32(0x1BD11BDA)
 
 
 def threefry2x32(k1, k2, x1, x2):
-    """The Threefry-2x32 hash (20 rounds), elementwise: ``uint32`` arrays in, two ``uint32`` out.
+    """The Threefry-2x32 hash (20 rounds), elementwise: ``uint32`` keys (scalars or ``x1``'s shape)
+    and counters ``x1, x2``; two ``uint32`` arrays out.
 
-    The same function as JAX's ``threefry2x32`` primitive, unrolled."""
-    ks = (k1, k2, k1 ^ k2 ^ _PARITY)
-    x1, x2 = x1 + ks[0], x2 + ks[1]
+    The same function as JAX's ``threefry2x32`` primitive, unrolled, in ``lax`` ops on arrays of one
+    shape (``jnp``'s broadcasting per op made tracing a draw ~8x slower)."""
+    shape = jnp.shape(x1)
+    full = lambda v: lax.broadcast_in_dim(v, shape, ()) if jnp.ndim(v) == 0 else v  # noqa: E731
+    const = lambda c: lax.full(shape, np.uint32(c))  # noqa: E731
+    ks = (full(k1), full(k2))
+    ks = (*ks, lax.bitwise_xor(lax.bitwise_xor(ks[0], ks[1]), const(_PARITY)))
+    x1, x2 = lax.add(x1, ks[0]), lax.add(x2, ks[1])
     for block in range(5):
         for r in _ROTATIONS[block % 2]:
-            x1 = x1 + x2
-            x2 = (x2 << np.uint32(r)) | (x2 >> np.uint32(32 - r))
-            x2 = x1 ^ x2
-        x1 = x1 + ks[(block + 1) % 3]
-        x2 = x2 + ks[(block + 2) % 3] + np.uint32(block + 1)
+            x1 = lax.add(x1, x2)
+            x2 = lax.bitwise_or(lax.shift_left(x2, const(r)), lax.shift_right_logical(x2, const(32 - r)))
+            x2 = lax.bitwise_xor(x1, x2)
+        x1 = lax.add(x1, ks[(block + 1) % 3])
+        x2 = lax.add(lax.add(x2, ks[(block + 2) % 3]), const(block + 1))
     return x1, x2
 
 
