@@ -102,6 +102,7 @@ def from_linen(module: linen.Module, input_size: int | None = None) -> Cell:
 
 def _as_nnx_cell(owner: str, module) -> nnx.Module:
     from flax import nnx  # imported when used: it costs ~0.25 s
+
     if not isinstance(module, nnx.Module) or not callable(getattr(module, "initialize_carry", None)):
         raise TypeError(
             f"{owner}: expected a flax.nnx recurrent cell (an RNNCellBase with initialize_carry), "
@@ -133,6 +134,7 @@ def from_nnx(module_or_factory, input_size: int | None = None) -> Cell:
         carry, ys = gradflow.unroll(cell, params, cell.initial_carry(4), xs)
     """
     from flax import nnx  # imported when used: it costs ~0.25 s
+
     input_size = _positive_or_none("from_nnx: input_size", input_size)
     if isinstance(module_or_factory, type):
         name = module_or_factory.__name__
@@ -150,12 +152,14 @@ def from_nnx(module_or_factory, input_size: int | None = None) -> Cell:
 
 def _split(module):
     from flax import nnx  # imported when used: it costs ~0.25 s
+
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
     return graphdef, nnx.to_pure_dict(params), rest
 
 
 def _merge(graphdef, expected, params, rest):
     from flax import nnx  # imported when used: it costs ~0.25 s
+
     if jax.tree_util.tree_structure(params) != expected:
         raise ValueError(
             f"from_nnx: params have structure {jax.tree_util.tree_structure(params)}, "
@@ -166,6 +170,7 @@ def _merge(graphdef, expected, params, rest):
 
 def _from_nnx_module(module, input_size):
     from flax import nnx  # imported when used: it costs ~0.25 s
+
     graphdef, params0, rest = _split(module)
     treedef = jax.tree_util.tree_structure(params0)
     in_features = getattr(module, "in_features", None)
@@ -191,6 +196,7 @@ def _from_nnx_module(module, input_size):
 
 def _from_nnx_factory(factory, input_size):
     from flax import nnx  # imported when used: it costs ~0.25 s
+
     templates: dict[int, tuple] = {}
 
     def build(n, key):

@@ -221,8 +221,9 @@ def gradient_flow(
     bad_length = isinstance(remat, bool) or not isinstance(remat, int) or remat < 1
     if remat is not None and not isinstance(remat, bool) and remat != "sqrt" and bad_length:
         raise ValueError(f"remat must be True, False, 'sqrt' or a positive segment length, got {remat!r}")
+    shapes = (step, params, carry0, xs, per_step, length)
     seg = _remat.choose_segment(
-        remat, length, lambda: _remat.residual_bytes(step, params, carry0, xs, per_step, length)
+        remat, length, lambda: _remat.residual_bytes(*shapes), lambda: _remat.residual_bound(*shapes)
     )
     ckpt = seg is not None
     if seg is None and step_shares and length > _remat.CHUNK_ABOVE:

@@ -70,6 +70,17 @@ def residual_bytes(step, params, carry0, xs, per_step: bool, length: int) -> int
     return per * length
 
 
+def residual_bound(step, params, carry0, xs, per_step: bool, length: int) -> int:
+    """A cheap upper bound of ``residual_bytes``: ``length`` times everything ``jax.vjp`` of one
+    step keeps, the step's weights included (a scan keeps those once, not per step). Traces one
+    step, not a scan, so deciding that a short run needs no remat costs milliseconds."""
+    first = lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype)  # noqa: E731
+    p0 = _tree_map(first, params) if per_step else params
+    x0 = _tree_map(first, xs)
+    keep = jax.eval_shape(lambda p, c, x: jax.vjp(lambda *a: step(*a), p, c, x)[1], p0, carry0, x0)
+    return _nbytes(keep) * length
+
+
 def _spec(tree):
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     # the dtype itself, not its name: a PRNG key's dtype (key<fry>) has no numpy name
@@ -104,16 +115,20 @@ def _size(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def choose_segment(remat, length: int, estimate) -> int | None:
+def choose_segment(remat, length: int, estimate, bound=None) -> int | None:
     """The segment length (``None``: one plain scan) for ``remat`` (``None``: decide from
-    ``estimate()``, the residual bytes; ``False``: off; ``True``/``'sqrt'``; an int)."""
+    ``estimate()``, the residual bytes, unless the cheaper upper bound ``bound()`` already fits;
+    ``False``: off; ``True``/``'sqrt'``; an int)."""
     if remat is False:
         return None
     if remat is True or remat == "sqrt":
         return sqrt_segment(length)
     if remat is not None:
         return min(int(remat), length)
-    need, have = estimate(), device_memory_bytes()
+    have = device_memory_bytes()
+    if bound is not None and bound() <= REMAT_MEMORY_FRACTION * have:
+        return None
+    need = estimate()
     if need <= REMAT_MEMORY_FRACTION * have:
         return None
     seg = sqrt_segment(length)
