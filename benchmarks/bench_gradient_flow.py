@@ -13,14 +13,15 @@ Prints one line per target with the median times and their ratio:
   4. gradflow LSTM fwd+bwd vs flax.linen.RNN(OptimizedLSTMCell) (target <= 1.1);
   5. remat: peak memory at T=100,000 (H=128, B=8; target < 2 GB) and time overhead.
 
-[1] measured on the shared 2-core CPU (medians of 15 interleaved calls; other jobs' load moves a
-ratio by a few %), flow/grad with shares, without shares, and before (33a483d~1):
-    lstm T=1000 H=128  1.015  1.028  1.039  |  lstm T=200 H=64  1.027  1.023  1.133
-    gru  T=1000 H=128  1.004  0.991  1.097  |  gru  T=200 H=64  1.033  1.016  1.105
-    rnn  T=1000 H=128  1.038  1.037  1.063  |  rnn  T=200 H=64  1.107  0.976  1.104
-(earlier, less quiet runs: rnn T=200 H=64 1.18 now vs 1.27-1.29 before; lstm T=1000 1.07-1.09
-before). Left above 1.05: the rnn at T=200, H=64 with shares (each step's param-gradient norm
-costs a few small kernels per param leaf, against a ~35 us step).
+[1] measured on the 2-core CPU, quiet (medians of 21 interleaved calls), flow/grad with shares,
+without shares, and before (33a483d~1, the earlier taps):
+    lstm T=1000 H=128  0.986  1.062  0.987  |  lstm T=200 H=64  1.001  0.960  1.054
+    gru  T=1000 H=128  1.013  1.031  1.050  |  gru  T=200 H=64  1.004  0.963  1.057
+    rnn  T=1000 H=128  1.010  0.998  1.051  |  rnn  T=200 H=64  0.997  1.025  1.193
+Every ratio within 1.05 with the per-step shares (their parameter-gradient norm sums every leaf's
+squares in one buffer since 6ec8357: rnn T=200 H=64 was 1.107-1.18 with one reduction per leaf).
+Under load from other processes single ratios move by +-5% and outliers occur (once lstm T=1000
+3.5x in one run with 2 other jobs on the 2 cores, 1.07-1.11 when rerun in the same conditions).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ runs a chunk), adding problem, batch 32; medians of interleaved calls (see ``_ti
 ``--before REV`` also times the gradient_flow of an earlier commit (default: before issue 17's
 cheaper taps) in the same process; ``--before ''`` leaves it out.
 
-Measured (2-core CPU, defaults, 9 reps): flow/plain lstm 1.014x (before 1.058x), gru 1.082x
-(before 1.182x), rnn 0.989x (before 1.300x).
+Measured (2-core CPU, quiet, defaults, 9 reps): flow/plain lstm 0.928x (before 1.007x), gru 1.025x
+(before 1.153x), rnn 0.968x (before 1.128x); an earlier, busier run: lstm 1.014x (1.058x), gru 1.082x
+(1.182x), rnn 0.989x (1.300x).
 """
 
 import argparse
