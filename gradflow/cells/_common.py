@@ -33,16 +33,17 @@ def recurrent_matrix(key, n, init, scale, dtype, blocks=1):
     identity: ``scale * I``.
     """
     choose("recurrent_init", init, RECURRENT_INITS)
-    if init == "identity":
-        return jnp.tile(scale * jnp.eye(n, dtype=dtype), (1, blocks))
     keys = jax.random.split(key, blocks)
+    # one draw per block, not a vmap over the keys: with the vmapped draw inside a lax.map the
+    # seq2seq programs of claim C14 never completed on XLA:CPU (jaxlib 0.10.2)
     if init == "normal":
-        draw = lambda k: normal(k, (n, n), scale / jnp.sqrt(n), dtype)  # noqa: E731
+        mats = [normal(k, (n, n), scale / jnp.sqrt(n), dtype) for k in keys]
+    elif init == "orthogonal":
+        ortho = jax.nn.initializers.orthogonal(scale=scale)
+        mats = [ortho(k, (n, n), dtype) for k in keys]
     else:
-        draw = lambda k: jax.nn.initializers.orthogonal(scale=scale)(k, (n, n), dtype)  # noqa: E731
-    # one batched draw for all blocks (the same numbers as one draw per key; compiles once)
-    mats = jax.vmap(draw)(keys)
-    return jnp.concatenate(list(mats), axis=1)
+        mats = [scale * jnp.eye(n, dtype=dtype) for _ in keys]
+    return jnp.concatenate(mats, axis=1)
 
 
 def input_matrix(key, input_size, width, scale, dtype):
