@@ -24,7 +24,7 @@ QUICK_VERDICTS = {
     "C5": "reproduced under conditions",
     "C7": "reproduced under conditions",
     "C8": "reproduced",
-    "C11": "not reproduced",  # 1 seed: recurrent-c dropout ends just under 0.5 x baseline
+    "C11": "reproduced under conditions",
     "C12": "reproduced",
     "C13": "reproduced",
 }
