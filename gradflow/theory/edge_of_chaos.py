@@ -17,6 +17,7 @@ import numpy as np
 from gradflow.theory.gaussian import ACTIVATIONS, _check_activation, _check_nodes, _check_scale, gaussian_mean
 
 _HOMOGENEOUS = ("linear", "relu")  # phi(c x) = c phi(x) for c > 0: chi_1 does not depend on q
+_DPHI2_MEAN = {"linear": 1.0, "relu": 0.5}  # E[phi'(z)^2], z ~ N(0, 1)
 _TINY_Q = 1e-200  # stands in for q -> 0+ (tanh, sigmoid)
 
 
@@ -80,8 +81,11 @@ def _fixed_point(activation: str, sw2: float, c: float, nodes: int) -> float:
 def _chi_1(activation: str, sw2: float, q_star: float, nodes: int) -> float:
     _, dphi = ACTIVATIONS[activation]
     if activation in _HOMOGENEOUS:
-        q_star = 1.0  # chi_1 does not depend on q (q* may be 0, inf or NaN here)
-    elif q_star == 0.0:
+        # chi_1 does not depend on q (q* may be 0, inf or NaN here) and E[phi'(z)^2] is exact:
+        # phi' = 1 (linear; relu on half the line). Quadrature sums its weights to 1 - 1e-16 with
+        # some numpy versions, which moved the linear edge (chi_1 = 1) off its exact place.
+        return sw2 * _DPHI2_MEAN[activation]
+    if q_star == 0.0:
         q_star = _TINY_Q  # the q -> 0+ limit
     return sw2 * gaussian_mean(lambda x: dphi(x) ** 2, q_star, nodes=nodes)
 
