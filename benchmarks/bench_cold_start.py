@@ -10,11 +10,13 @@ over --repeat pairs:
 
     python benchmarks/bench_cold_start.py [--repeat 5] [--before REV] [--quick]
 
-Measured (2-core CPU, jax 0.10.2, --repeat 3): quiet, before 17.30 s -> after 8.64 s wall (2.00x);
-XLA compile 11.65 -> 3.83 s, trace 0.71 -> 0.90 s, lower 0.99 -> 0.64 s; per group XLA
-1.64-2.36 s -> 0.49-0.74 s. With another job on the cores: 29.72 -> 13.00 s (2.29x). What did it:
-the unrolled-Threefry keys of gradflow.engine.rng (a draw compiles as one fused kernel instead of
-a while loop; bits unchanged), one batched draw for an LSTM/GRU's kernel blocks, the fits on the
+Measured (2-core CPU, jax 0.10.2, --repeat 3), at 930b66b: quiet, before 18.63 s -> after 11.45 s
+wall (1.63x), XLA compile 12.32 -> 5.76 s, per group XLA 1.59-2.52 s -> 0.74-1.25 s; with another
+job on the cores 21.62 -> 9.30 s (2.32x). With an LSTM/GRU's kernel blocks drawn in one vmapped
+call (8cfff24; reverted in 9b09f3b because it hung claim C14 on XLA:CPU) it was 17.30 -> 8.64 s
+quiet (2.00x), per group XLA 0.49-0.74 s. What did it: the unrolled-Threefry keys of
+gradflow.engine.rng (a draw compiles as one fused kernel instead of a while loop; bits
+unchanged), the fits on the
 host (numpy, float64) instead of inside every program, XLA:CPU optimization level 0 for groups
 under sweep.CHEAP_FLOPS (1 GFLOP; same numbers to float32 rounding), flax.nnx imported only when
 used, one matplotlib layout pass per figure. Tried and dropped: compiling the next group in a
