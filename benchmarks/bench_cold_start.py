@@ -13,7 +13,7 @@ over --repeat pairs:
 Measured (2-core CPU, jax 0.10.2, --repeat 3), at 930b66b: quiet, before 18.63 s -> after 11.45 s
 wall (1.63x), XLA compile 12.32 -> 5.76 s, per group XLA 1.59-2.52 s -> 0.74-1.25 s; with another
 job on the cores 21.62 -> 9.30 s (2.32x). With an LSTM/GRU's kernel blocks drawn in one vmapped
-call (8cfff24; reverted in 9b09f3b because it hung claim C14 on XLA:CPU) it was 17.30 -> 8.64 s
+call (9fa2f4c, measured at 8cfff24; reverted in 9b09f3b: it hung claim C14) it was 17.30 -> 8.64 s
 quiet (2.00x), per group XLA 0.49-0.74 s. What did it: the unrolled-Threefry keys of
 gradflow.engine.rng (a draw compiles as one fused kernel instead of a while loop; bits
 unchanged), the fits on the
