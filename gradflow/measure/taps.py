@@ -42,22 +42,21 @@ def sumsq(x, dtype):
     return jnp.sum((x * x).reshape(-1, x.shape[-1]) @ jnp.ones((x.shape[-1],), dtype))
 
 
+_LANES = 128
+
+
 def log10_norm(tree, dtype):
     """log10 of the global Frobenius norm of the floating leaves of ``tree``.
 
-    The squares of every leaf go into one zero-padded ``[n, 128]`` buffer (one fused kernel) and
-    are summed as ``sumsq`` does: inside a scan on CPU that is 3 kernels for the whole tree instead
-    of 2-3 per leaf (the per-step parameter-gradient norm of ``step_shares``)."""
+    Every leaf goes into one zero-padded ``[n, 128]`` buffer summed by ``sumsq``: inside a scan on
+    CPU that is 3 kernels for the whole tree instead of 2-3 per leaf (the per-step
+    parameter-gradient norm of ``step_shares``)."""
     leaves = [leaf.astype(dtype).reshape(-1) for leaf in float_leaves(tree)]
     if not leaves:
         return 0.5 * jnp.log10(jnp.zeros((), dtype))
     size = sum(leaf.shape[0] for leaf in leaves)
     flat = jnp.concatenate([*leaves, jnp.zeros(((-size) % _LANES,), dtype)])
-    squares = (flat * flat).reshape(-1, _LANES)
-    return 0.5 * jnp.log10(jnp.sum(squares @ jnp.ones((_LANES,), dtype)))
-
-
-_LANES = 128
+    return 0.5 * jnp.log10(sumsq(flat.reshape(-1, _LANES), dtype))
 
 
 def all_finite(tree):
