@@ -132,3 +132,17 @@ def test_same_config_and_seed_give_identical_results(tmp_path):
     with np.load(tmp_path / "a/results.npz") as a, np.load(tmp_path / "b/results.npz") as b:
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_compile_seconds_count_overlapping_compiles_once(monkeypatch):
+    """XLA compiles on a background thread while the next program is traced: the run's compile time
+    is the wall time during which any compile event ran (the union of their spans), not their sum."""
+    from gradflow.runs import experiment as exp
+
+    clock = exp._CompileClock()
+    now = iter([1.0, 2.0, 4.0, 4.5, 9.0])
+    monkeypatch.setattr(exp.time, "perf_counter", lambda: next(now))
+    for duration in (1.0, 1.5, 2.0, 0.2):  # spans (0, 1), (0.5, 2), (2, 4), (4.3, 4.5)
+        clock("/jax/core/compile/backend_compile_duration", duration)
+    clock("/jax/some/other_event", 8.0)  # not a compile event
+    assert clock.seconds == pytest.approx(4.2)

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ import pytest
 
 import gradflow
 from gradflow import cells
-from gradflow.engine import sweep
+from gradflow.engine import devices, sweep
 
 
 @pytest.mark.slow
@@ -110,3 +111,46 @@ def test_host_fits_equal_the_traced_fit():
             for got, want in zip(host, traced, strict=True):
                 np.testing.assert_allclose(got[i], want, rtol=2e-5, equal_nan=True)
     assert np.isnan(host.rate[3]) and np.isnan(host.r2[3])
+
+
+def test_prepared_groups_compile_on_a_background_thread_once_to_the_same_numbers():
+    """``prepare`` traces and lowers now and hands XLA's compile to a background thread; the later
+    ``measure_runs`` waits for that program (no second compile) and gives the numbers of the plain
+    jitted call."""
+    sweep._compiled.cache_clear()
+    inputs = sweep.Inputs(size=4, steps=25, batch=4)
+    options = [{"hidden_size": 8, "weight_scale": s} for s in (0.7, 1.3)] + [{"hidden_size": 12}]
+    seeds = [3, 4, 5]
+    compiles = []
+
+    def listen(event, secs, **kw):
+        if event.endswith("backend_compile_duration"):
+            compiles.append((kw.get("fun_name", ""), threading.current_thread().name))
+
+    cache = jax.config.jax_enable_compilation_cache  # a persistent cache hit would not compile
+    jax.config.update("jax_enable_compilation_cache", False)
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        sweep.prepare("rnn", options, seeds, inputs)
+        plan = sweep._plan("rnn", options, seeds, inputs, "final", None)
+        for fn, _, _, dyn in plan:
+            sweep._program(fn, *dyn.shape).result()
+        measured = [c for c in compiles if "measure_rnn" in c[0]]
+        assert len(measured) == 2 and all(name.startswith("gradflow-compile") for _, name in measured)
+        res, n = sweep.measure_runs("rnn", options, seeds, inputs)
+        assert n == 2 and len([c for c in compiles if "measure_rnn" in c[0]]) == 2  # nothing recompiled
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+        jax.config.update("jax_enable_compilation_cache", cache)
+    for fn, runs, seed_arr, dyn in plan:  # the same programs, jitted and called the ordinary way
+        _, total, _ = devices.call(fn, seed_arr, dyn)
+        np.testing.assert_array_equal(res.total_log10_norms[runs], total)
+
+
+def test_prepare_leaves_errors_to_measure_runs():
+    sweep.prepare("rnn", [{"hidden_size": 8}], [0, 1])  # one seed too many: nothing raised here
+    with pytest.raises(ValueError, match="need one seed per run"):
+        sweep.measure_runs("rnn", [{"hidden_size": 8}], [0, 1])
+    future = devices.compile_ahead(jax.jit(lambda s: s + "x"), np.zeros(2, np.uint32))  # fails to trace
+    with pytest.raises(TypeError):
+        future.result()

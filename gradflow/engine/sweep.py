@@ -272,28 +272,12 @@ def measure_runs(
                               [0, 0, 0], Inputs(steps=200))
     """
     inputs = Inputs() if inputs is None else inputs
-    if len(options) != len(seeds) or not options:
-        raise ValueError(f"need one seed per run: got {len(options)} option sets and {len(seeds)} seeds")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose from {list(LOSSES)}")
-    if inputs.distribution not in DISTRIBUTIONS:
-        raise ValueError(f"unknown distribution {inputs.distribution!r}; choose from {list(DISTRIBUTIONS)}")
-    groups: dict = {}
-    for r, opts in enumerate(options):
-        dynamic = tuple(sorted(k for k in opts if k in DYNAMIC_OPTIONS and opts[k] is not None))
-        static = tuple(sorted((k, v) for k, v in opts.items() if k not in dynamic))
-        groups.setdefault((static, dynamic), []).append(r)
+    plan = _plan(cell_name, options, seeds, inputs, loss, fit_window)
     window = None if fit_window is None else tuple(int(k) for k in fit_window)
     rows: dict = {}
-    for (static, dynamic), runs in groups.items():
-        xla = compiler_options(_group_flops(cell_name, options[runs[0]], inputs, len(runs)))
-        xla = tuple(sorted(xla.items()))
-        fn = _compiled(cell_name, static, dynamic, inputs, loss, window, run_batching(), xla)
-        seed_arr = np.asarray([seeds[r] for r in runs], np.uint32)
-        dyn_arr = np.asarray([[float(options[r][k]) for k in dynamic] for r in runs], np.float32)
-        log10_norms, total_log10_norms, nonfinite_step = devices.call(
-            fn, seed_arr, dyn_arr.reshape(len(runs), len(dynamic))
-        )
+    for fn, runs, seed_arr, dyn_arr in plan:
+        program = _program(fn, *dyn_arr.shape).result()
+        log10_norms, total_log10_norms, nonfinite_step = devices.call(program, seed_arr, dyn_arr)
         leaves = jax.tree_util.tree_leaves(log10_norms)
         *fits, total_fit = _fits([*leaves, total_log10_norms], window)
         columns = {
@@ -324,4 +308,57 @@ def measure_runs(
         total_r2=rows["total_r2"],
         nonfinite_step=rows["nonfinite_step"],
     )
-    return result, len(groups)
+    return result, len(plan)
+
+
+def _plan(cell_name, options, seeds, inputs, loss, fit_window) -> list:
+    """Check the arguments of ``measure_runs`` and group its runs by static signature:
+    ``[(jitted program, run indices, seeds [R] uint32, dynamic options [R, D] float32)]``."""
+    if len(options) != len(seeds) or not options:
+        raise ValueError(f"need one seed per run: got {len(options)} option sets and {len(seeds)} seeds")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose from {list(LOSSES)}")
+    if inputs.distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {inputs.distribution!r}; choose from {list(DISTRIBUTIONS)}")
+    groups: dict = {}
+    for r, opts in enumerate(options):
+        dynamic = tuple(sorted(k for k in opts if k in DYNAMIC_OPTIONS and opts[k] is not None))
+        static = tuple(sorted((k, v) for k, v in opts.items() if k not in dynamic))
+        groups.setdefault((static, dynamic), []).append(r)
+    window = None if fit_window is None else tuple(int(k) for k in fit_window)
+    plan = []
+    for (static, dynamic), runs in groups.items():
+        xla = compiler_options(_group_flops(cell_name, options[runs[0]], inputs, len(runs)))
+        xla = tuple(sorted(xla.items()))
+        fn = _compiled(cell_name, static, dynamic, inputs, loss, window, run_batching(), xla)
+        seed_arr = np.asarray([seeds[r] for r in runs], np.uint32)
+        dyn_arr = np.asarray([[float(options[r][k]) for k in dynamic] for r in runs], np.float32)
+        plan.append((fn, runs, seed_arr, dyn_arr.reshape(len(runs), len(dynamic))))
+    return plan
+
+
+@functools.lru_cache(maxsize=16)
+def _program(fn, runs: int, n_dynamic: int):
+    """The future compiled program of ``fn`` for ``runs`` runs (``devices.compile_ahead``)."""
+    return devices.compile_ahead(fn, np.zeros(runs, np.uint32), np.zeros((runs, n_dynamic), np.float32))
+
+
+def prepare(
+    cell_name: str,
+    options: list[dict],
+    seeds: list[int],
+    inputs: Inputs | None = None,
+    *,
+    loss: str = "final",
+    fit_window: tuple[int, int] | None = None,
+) -> None:
+    """Start compiling what ``measure_runs`` with these arguments will run: traced and lowered now,
+    XLA's compile on a background thread (``devices.compile_ahead``). A caller that knows its next
+    groups prepares them before measuring the current one, so that their compiles overlap; the
+    later ``measure_runs`` waits for its program. Errors are raised by ``measure_runs``, not here."""
+    try:
+        plan = _plan(cell_name, options, seeds, Inputs() if inputs is None else inputs, loss, fit_window)
+    except ValueError:
+        return
+    for fn, _, _, dyn_arr in plan:
+        _program(fn, *dyn_arr.shape)

@@ -12,6 +12,7 @@ same command after an interrupt resumes where it stopped.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import jax
@@ -98,12 +99,24 @@ COMPILE_EVENTS = (
 
 
 class _CompileClock:
-    """Seconds spent tracing, lowering and compiling while in the ``with`` block, and the
-    persistent compile cache's requests and hits meanwhile (``cache()``)."""
+    """Seconds spent tracing, lowering and compiling while in the ``with`` block (wall time during
+    which at least one of them ran: XLA compiles on a background thread while the next program is
+    traced, ``devices.compile_ahead``), and the persistent compile cache's requests and hits
+    meanwhile (``cache()``)."""
 
     def __init__(self):
-        self.seconds = 0.0
+        self._spans: list[tuple[float, float]] = []  # (start, end), time.perf_counter
         self._cache0 = compile_cache.stats()
+
+    @property
+    def seconds(self) -> float:
+        """The length of the union of the compile events' spans so far."""
+        total, reach = 0.0, float("-inf")
+        for start, end in sorted(self._spans):
+            if end > reach:
+                total += end - max(start, reach)
+                reach = end
+        return total
 
     def cache(self) -> dict:
         """``{"dir", "requests", "hits", "misses", "saved_s"}`` since the block began."""
@@ -111,8 +124,9 @@ class _CompileClock:
         return now | {k: round(now[k] - then[k], 3) for k in ("requests", "hits", "misses", "saved_s")}
 
     def __call__(self, event: str, duration: float, **_kwargs) -> None:
-        if event in COMPILE_EVENTS:
-            self.seconds += duration
+        if event in COMPILE_EVENTS:  # reported as it ends, on the thread that did it
+            end = time.perf_counter()
+            self._spans.append((end - duration, end))
 
     def __enter__(self):
         jax.monitoring.register_event_duration_secs_listener(self)
@@ -193,23 +207,41 @@ def run_config(
         compile_cache.warn_if_never_hits()
 
 
+#: groups whose programs are traced, lowered and handed to XLA's background compile
+#: (``sweep.prepare``) while the current group's program compiles and runs
+LOOKAHEAD = 2
+
+
+def _measure_args(group: dict) -> dict:
+    """``sweep.measure_runs`` (and ``sweep.prepare``) arguments of a planned group."""
+    runs = group["runs"]
+    return {
+        "cell_name": group["cell"],
+        "options": [r["options"] for r in runs],
+        "seeds": [r["seed"] for r in runs],
+        "inputs": group["inputs"],
+        "loss": group["loss"],
+        "fit_window": group["window"],
+    }
+
+
 def _run(cfg, out, force, progress, should_stop, clock, source) -> dict:
     cfg_text = cfgmod.dump_config(cfg)
     groups = plan(cfg)  # every sweep point is validated before the directory is touched
     state = open_shared(out, cfg_text, force=force, protect=[source])  # None: not the writing process
     compiles, seconds0 = 0, clock.seconds
+    todo = [g_idx for g_idx, _ in unfinished(out, groups)]
     try:
-        for g_idx, group in unfinished(out, groups, progress):
+        for g_idx, group in enumerate(groups):
+            if g_idx not in todo:
+                if progress:
+                    progress(g_idx, len(groups), group["label"], skipped=True)
+                continue
+            at = todo.index(g_idx)
+            for ahead in todo[at : at + 1 + LOOKAHEAD]:  # their XLA compiles overlap this group's
+                sweep.prepare(**_measure_args(groups[ahead]))
             part = out / PARTS / f"{g_idx}.npz"
-            runs = group["runs"]
-            res, n = sweep.measure_runs(
-                group["cell"],
-                [r["options"] for r in runs],
-                [r["seed"] for r in runs],
-                group["inputs"],
-                loss=group["loss"],
-                fit_window=group["window"],
-            )
+            res, n = sweep.measure_runs(**_measure_args(group))
             compiles += n
             arrays = {
                 "total_log10_norms": res.total_log10_norms,
