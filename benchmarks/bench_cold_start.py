@@ -22,6 +22,16 @@ under sweep.CHEAP_FLOPS (1 GFLOP; same numbers to float32 rounding), flax.nnx im
 used, one matplotlib layout pass per figure. Tried and dropped: compiling the next group in a
 background thread (no gain: XLA:CPU already uses both cores), one program per run instead of
 lax.map over the runs (no gain).
+
+At 8296325 (a fresh machine, slower: the same a45353e took 25.4 s there at session start, against
+12.0 s for 9ecd95e, 2.11x): the next groups lowered while XLA compiles the current one on a
+background thread (sweep.prepare, devices.compile_ahead): 31.90 -> 15.44 s (2.07x, --repeat 5;
+per group XLA 3.16-3.79 -> 1.16-2.09 s); against 9ecd95e (--before 9ecd95e) 1.05x (--repeat 8)
+to 1.19x (6 alternating runs). Tried and dropped there: 2 compile threads instead of 1 (no gain:
+each XLA:CPU compile keeps ~1.5 cores busy), importing matplotlib on a thread during the compiles
+(no gain), the blocks' normal draws of an LSTM/GRU vmapped with one QR per block (bit-identical,
+no gain; a batched QR, jnp.linalg.qr of [blocks, n, n], hangs claim C14 as the vmapped orthogonal
+init did).
 """
 
 from __future__ import annotations
