@@ -135,9 +135,10 @@ def test_under_jit_and_vmap_over_seeds_and_scales():
     for i in range(3):
         single = one(i, scales[i])
         row = jax.tree_util.tree_map(lambda a, i=i: a[i], batched)
-        # half-lives near rate 0 are ill-conditioned; compare the rates instead
+        # half-lives near rate 0 are ill-conditioned; compare the rates instead. float32 under
+        # jit(vmap) vs eager: entries of grads (up to ~5) differ by up to 3e-6 on some CPUs
         no_fit = lambda r: r._replace(fit=None, total_fit=None)  # noqa: E731
-        tree_allclose(no_fit(row), no_fit(single), rtol=2e-5, atol=1e-6)
+        tree_allclose(no_fit(row), no_fit(single), rtol=2e-5, atol=1e-5)
         np.testing.assert_allclose(row.fit.rate, single.fit.rate, rtol=1e-4, atol=1e-6)
     # larger sigma_w: slower decay
     assert batched.fit.rate[0] < batched.fit.rate[1] < batched.fit.rate[2]

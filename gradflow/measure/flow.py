@@ -30,9 +30,6 @@ from gradflow.measure.fit import LN10, DecayFit, decay_fit
 from gradflow.measure.taps import all_finite, finite_flag, join, param_tap, probe, rescale, ys_tap
 from gradflow.measure.taps import all_finite as _all_finite  # noqa: F401  (model.py)
 from gradflow.measure.taps import float_leaves as _float_leaves
-from gradflow.measure.taps import inject as _inject  # noqa: F401  (model.py)
-from gradflow.measure.taps import param_tap as _param_tap  # noqa: F401  (model.py)
-from gradflow.measure.taps import tap as _tap  # noqa: F401  (model.py)
 from gradflow.seam import Cell, as_step
 
 PyTree = Any

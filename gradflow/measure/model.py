@@ -24,29 +24,35 @@ import jax.numpy as jnp
 from flax import linen, nnx
 from flax.linen.recurrent import flip_sequences
 
-from gradflow.measure.flow import GradientFlow, _all_finite, _float_leaves, _inject, _param_tap, _result, _tap
+from gradflow.measure.flow import GradientFlow, _all_finite, _float_leaves, _result
+from gradflow.measure.taps import finite_flag, join, param_tap, probe, ys_tap
 
 PyTree = Any
 
 
 @jax.custom_vjp
-def _enter(tree, s_like):
-    """``(tree, 0)``; backward: ``tree``'s cotangent ``* exp(S)``, S = the cotangent of the 0.
+def _enter(tree, s, r):
+    """``(tree, s, r)``; backward: ``tree``'s cotangent ``* exp(S - R)`` (the taps' scale, see
+    ``taps.py``), zeros for ``s`` and ``r``.
 
-    Sits where a cotangent leaves the tapped scan (a layer's inputs and initial
-    carry), so the rest of the model gets it in true units.
+    Sits where a cotangent leaves the tapped scan (a layer's inputs and initial carry), so the rest
+    of the model gets it in true units.
     """
-    return tree, jnp.zeros_like(s_like)
+    return tree, s, r
 
 
-def _enter_fwd(tree, s_like):
-    return _enter(tree, s_like), s_like
+def _enter_fwd(tree, s, r):
+    return (tree, s, r), None
 
 
-def _enter_bwd(s_like, cts):
-    g_tree, big_s = cts
-    scale = jnp.exp(big_s)
-    return jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), g_tree), jnp.zeros_like(s_like)
+def _enter_bwd(_, cts):
+    g_tree, big_s, big_r = cts
+    scale = jnp.exp(big_s - big_r)
+    return (
+        jax.tree_util.tree_map(lambda g: g * scale.astype(g.dtype), g_tree),
+        jnp.zeros_like(big_s),
+        jnp.zeros_like(big_r),
+    )
 
 
 _enter.defvjp(_enter_fwd, _enter_bwd)
@@ -98,29 +104,32 @@ class _Recorder:
             self.inside -= 1
 
     def _tapped(self, key, step, params, carry0, xs, length):
+        """``gradient_flow``'s scan body (``flow.py``: probe, step, join; ys_tap on the outputs),
+        with ``_enter`` on the initial carry and on each step's input."""
         d, w = self.slots[key]
         dtype = jnp.result_type(*_float_leaves(carry0))
         zero = jnp.zeros((), dtype)
-        carry_in, s0 = _enter(carry0, zero)
         float_x = jnp.issubdtype(xs.dtype, jnp.inexact)
 
         def body(state, inp):
-            carry, s = state
-            x, d_t, t = inp
-            x, s_x = _enter(x, zero) if float_x else (x, zero)
-            p, s_p, tz = _param_tap(True, params, w)
-            carry, s = _tap(carry, s, d_t, tz, t)
+            carry, s, r = state
+            x, d_t, k = inp
+            p, s_p, tz = param_tap(True, params, w)
+            carry, s, r = probe(carry, s, r, d_t, tz, k)
+            x, s_x, _ = _enter(x, zero, zero) if float_x else (x, zero, zero)
             carry, y = step(p, carry, x)
-            carry, y, s = _inject(carry, y, s + s_p + s_x)
-            return (carry, s), (y, _all_finite(carry))
+            flag = finite_flag(carry, dtype)
+            # the input's cotangent leaves the step at scale S' (no pending R): * exp(S') by _enter
+            carry, y, s, r, z = join(carry, y, s + s_p + s_x, r, zero)
+            return (carry, s, r), (y, z, flag)
 
         d_steps = jax.tree_util.tree_map(lambda a: a[:length], d)
         inputs = (xs, d_steps, jnp.arange(length, dtype=dtype))
-        (carry, s), (ys, finite) = jax.lax.scan(body, (carry_in, s0), inputs)
-        carry, s = _tap(carry, s, jax.tree_util.tree_map(lambda a: a[length], d), zero, zero)
+        state, (ys, z, flags) = jax.lax.scan(body, _enter(carry0, zero, zero), inputs)
+        carry, s, _ = probe(*state, jax.tree_util.tree_map(lambda a: a[length], d), zero, zero)
         self.sinks.append(s)
-        self.finite[key] = jnp.concatenate([_all_finite(carry0)[None], finite])
-        return carry, ys
+        self.finite[key] = jnp.concatenate([_all_finite(carry0)[None], flags == 0])
+        return carry, ys_tap(ys, z)
 
 
 def _rnn_forward(rec, path, cell, step, params, make_carry, inputs, opts):

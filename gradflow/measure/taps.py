@@ -12,8 +12,7 @@ carry leaf and one multiply, and the backward vector never under- or overflows.
 ``param_tap`` sits on the params the step reads and turns their cotangent back into true units
 (``* exp(S)``, fused with the scan's accumulation), so ``grads`` are the ordinary gradient; it
 reads loop-invariant inputs only, so the scan keeps the weights loop-invariant (no per-step
-copies saved). ``tap``/``inject`` are the earlier pair (multiply in the tap), kept for
-``model.py``.
+copies saved). ``gradient_flow`` (``flow.py``) and ``model_flow`` (``model.py``) use the same taps.
 """
 
 from __future__ import annotations
@@ -210,56 +209,3 @@ def _param_tap_bwd(with_norm, n_slots, cts):
 
 
 param_tap.defvjp(_param_tap_fwd, _param_tap_bwd)
-
-
-# -- the earlier pair (multiply in the tap), used by model.py ---------------------------------------
-
-
-@jax.custom_vjp
-def tap(carry, s, d, tz, t):
-    """``(carry, s)``; backward: the carry cotangent to unit norm, its log added to ``S``, per-leaf
-    log10 norms to ``d``'s cotangent, ``t`` to ``tz``'s."""
-    del d, tz, t
-    return carry, s
-
-
-def _tap_fwd(carry, s, d, tz, t):
-    return tap(carry, s, d, tz, t), t
-
-
-def _tap_bwd(t, cts):
-    g_carry, big_s = cts
-    dtype = big_s.dtype
-    d_ct = _tree_map(lambda g: log10_norm(g, dtype) + big_s / LN10, g_carry)
-    log_n = log10_norm(g_carry, dtype) * LN10
-    log_n = jnp.where(jnp.isfinite(log_n), log_n, 0.0)
-    g_carry = _tree_map(lambda g: g * jnp.exp(-log_n).astype(g.dtype), g_carry)
-    return g_carry, big_s + log_n, d_ct, t.astype(dtype), jnp.zeros_like(t)
-
-
-tap.defvjp(_tap_fwd, _tap_bwd)
-
-
-@jax.custom_vjp
-def inject(carry, y, s):
-    """``(carry, y, s)``; backward: ``y``'s cotangent (true units) and the carry's in one scale."""
-    return carry, y, s
-
-
-def _inject_fwd(carry, y, s):
-    return inject(carry, y, s), None
-
-
-def _inject_bwd(_, cts):
-    g_carry, g_y, big_s = cts
-    log_y = log10_norm(g_y, big_s.dtype) * LN10
-    usable = jnp.isfinite(log_y)
-    new_s = jnp.where(usable, jnp.maximum(big_s, log_y), big_s)
-    to_carry = jnp.exp(big_s - new_s)
-    to_y = jnp.where(usable, jnp.exp(-new_s), 0.0)
-    g_carry = _tree_map(lambda g: g * to_carry.astype(g.dtype), g_carry)
-    g_y = _tree_map(lambda g: g * to_y.astype(g.dtype), g_y)
-    return g_carry, g_y, new_s
-
-
-inject.defvjp(_inject_fwd, _inject_bwd)
