@@ -11,9 +11,12 @@ the list of what gradflow wrote there. gradflow deletes or overwrites only what 
 - removing never follows a symlink: a listed path that has become a link is unlinked, its target
   untouched, and nothing is removed through a linked folder.
 
-Entries are paths relative to the directory: ``"file"`` (written by gradflow), ``"scratch"`` (a
-folder gradflow made and owns whole, e.g. ``.parts``) or ``"rundir"`` (a nested gradflow directory
-with its own manifest, e.g. a claims report's ``runs/adding``).
+Entries are paths relative to the directory: ``"file"`` (written by gradflow; a symlink gradflow
+made is one too, removed as a link), ``"folder"`` (a folder gradflow made, whose contents are listed
+entry by entry), ``"scratch"`` (a folder gradflow owns whole while something writes into it, e.g.
+``.parts``, or a TensorBoard writer's folder until it closes, when ``Manifest.settle`` lists what
+it holds) or ``"rundir"`` (a nested gradflow directory with its own manifest, e.g. a claims
+report's ``runs/adding``).
 """
 
 from __future__ import annotations
@@ -135,6 +138,23 @@ class Manifest:
             self.entries[rel.as_posix()] = kind
         self.save()
 
+    def settle(self, rel: str) -> None:
+        """Replace the ``"scratch"`` entry ``rel`` (a folder another writer filled, now closed) by what
+        it holds: its files and links as ``"file"``, its folders as ``"folder"`` (links not followed),
+        so that a user's file put there later is foreign, not gradflow's to remove."""
+        folder = self.root / rel
+        if self.entries.get(rel) != "scratch" or folder.is_symlink() or not folder.is_dir():
+            return
+        found = {rel: "folder"}
+        for dirpath, dirnames, filenames in os.walk(folder):  # never follows symlinked folders
+            base = Path(dirpath).relative_to(self.root)
+            for name in dirnames:
+                found[(base / name).as_posix()] = "file" if Path(dirpath, name).is_symlink() else "folder"
+            for name in filenames:
+                found[(base / name).as_posix()] = "file"
+        self.entries.update(found)
+        self.save()
+
     def foreign(self) -> str | None:
         """The first path under the root gradflow did not write (relative), or None."""
         return _first_foreign(self.root, self.entries)
@@ -166,7 +186,9 @@ def _first_foreign(root: Path, entries: dict) -> str | None:
                 dirnames.remove(name)
             elif rel in listed and entries[rel] == "scratch" and not path.is_symlink():
                 dirnames.remove(name)
-            elif rel not in implied or path.is_symlink():
+            elif rel in listed and entries[rel] == "file" and path.is_symlink():
+                dirnames.remove(name)  # a link gradflow's writer made (to a folder): not followed
+            elif (rel not in implied and entries.get(rel) != "folder") or path.is_symlink():
                 return rel if path.is_symlink() else rel + "/"
         for name in sorted(filenames):
             rel = (base / name).as_posix()
@@ -195,6 +217,8 @@ def _remove(root: Path, rel: str, kind: str) -> None:
         _rmdir_empty(path)
     elif path.is_dir() and kind == "scratch":
         shutil.rmtree(path)  # rmtree removes links inside without following them
+    elif path.is_dir() and kind == "folder":
+        _rmdir_empty(path)  # its listed contents went first (deepest first); anything else stays
     for folder in Path(rel).parents:
         if folder != Path("."):
             _rmdir_empty(root / folder)

@@ -15,6 +15,7 @@ import pytest
 from flax import linen as nn
 
 import gradflow
+from gradflow import rundir
 from gradflow.learn import Detector, Monitor, flow_stats, grad_norms
 from gradflow.rundir import RunDirError
 
@@ -214,7 +215,18 @@ def test_sinks_hold_exactly_the_logged_values(tmp_path, monkeypatch):
                 assert scalars[(k, step)] == np.float32(v)  # event files store float32
     assert len(scalars) == sum(math.isfinite(v) for want in logged.values() for v in want.values())
 
+    # train() closed the monitor: the writers' folders are listed file by file, so overwriting
+    # refuses a user's file put in one
+    user = logdir / "wandb" / "notes.txt"
+    user.write_text("a user's file")
+    with pytest.raises(RunDirError, match=r"wandb/notes\.txt"):
+        gradflow.sinks(logdir, tensorboard=True, wandb=True, overwrite=True)
+    assert user.read_text() == "a user's file"
     history = read_wandb(logdir)
+    user.unlink()
+    listed = rundir.Manifest.read(logdir).entries
+    assert listed["wandb"] == "folder" and any(k.endswith(".wandb") for k in listed)
+    assert rundir.Manifest.read(logdir).foreign() is None  # nothing written after the run finished
     assert [h["_step"] for h in history] == sorted(logged)
     for h in history:
         want = {k: v for k, v in logged[h["_step"]].items() if math.isfinite(v)}
@@ -238,6 +250,26 @@ def test_sinks_never_write_into_a_foreign_folder(tmp_path):
         "monitor.csv",
         "monitor.jsonl",
     ]
+
+
+def test_a_closed_tensorboard_log_is_listed_file_by_file(tmp_path):
+    """After the writer closes, a user's file inside ``tensorboard/`` is refused, not removed."""
+    logdir = tmp_path / "watch"
+    for sink in gradflow.sinks(logdir, tensorboard=True):
+        sink.write(0, {"loss": 1.0}, [])
+        sink.close()
+    entries = rundir.Manifest.read(logdir).entries
+    assert entries["tensorboard"] == "folder"
+    assert [k for k in entries if k.startswith("tensorboard/events.out.tfevents.")]
+    user = logdir / "tensorboard" / "notes.txt"
+    user.write_text("a user's file")
+    with pytest.raises(RunDirError, match=r"holds tensorboard/notes\.txt, which gradflow did not write"):
+        gradflow.sinks(logdir, tensorboard=True, overwrite=True)
+    assert user.read_text() == "a user's file"
+    user.unlink()
+    for sink in gradflow.sinks(logdir, tensorboard=True, overwrite=True):
+        sink.close()
+    assert len(list((logdir / "tensorboard").iterdir())) == 1  # the old event file went, a new one
 
 
 def linear_rnn_sentences(scale, T=40):

@@ -263,3 +263,43 @@ def test_the_checker_finds_every_kind_of_foreign_entry(tmp_path):
         path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
     (tmp_path / "params" / "user.txt").write_text("x")
     assert m.foreign() == "params/user.txt"
+
+
+def test_a_settled_scratch_folder_is_listed_entry_by_entry(tmp_path):
+    """A writer's scratch folder (TensorBoard, W&B) after it closes: its files, links and folders are
+    gradflow's, a user's file put there later is foreign and survives removing gradflow's files."""
+    m = rundir.Manifest(tmp_path, "monitor")
+    m.record("tb", kind="scratch")
+    (tmp_path / "tb" / "run" / "empty").mkdir(parents=True)
+    (tmp_path / "tb" / "run" / "events.1").write_bytes(b"e")
+    (tmp_path / "tb" / "latest").symlink_to(tmp_path / "tb" / "run")  # a writer's link to its folder
+    (tmp_path / "tb" / "debug.log").symlink_to(tmp_path / "tb" / "run" / "events.1")
+    (tmp_path / "tb" / "user.txt").write_text("anything goes while the writer owns the folder")
+    assert m.foreign() is None
+    (tmp_path / "tb" / "user.txt").unlink()
+    m.settle("tb")
+    assert rundir.Manifest.read(tmp_path).entries == {
+        "tb": "folder",
+        "tb/run": "folder",
+        "tb/run/empty": "folder",
+        "tb/run/events.1": "file",
+        "tb/latest": "file",
+        "tb/debug.log": "file",
+    }
+    assert m.foreign() is None
+    for name in ("tb/user.txt", "tb/run/user.txt", "tb/run/empty/user.txt"):
+        (tmp_path / name).write_text("a user's file")
+        assert m.foreign() == name
+        (tmp_path / name).unlink()
+    (tmp_path / "tb" / "run" / "mine").mkdir()
+    assert m.foreign() == "tb/run/mine/"
+    (tmp_path / "tb" / "run" / "mine" / "keep.txt").write_text("a user's file")
+    m.remove()
+    assert (tmp_path / "tb" / "run" / "mine" / "keep.txt").read_text() == "a user's file"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        ".gradflow-manifest.json",
+        "tb",
+        "tb/run",
+        "tb/run/mine",
+        "tb/run/mine/keep.txt",
+    ]

@@ -147,10 +147,26 @@ def sinks(
     return out
 
 
+class _Settled:
+    """A sink whose writer fills a ``"scratch"`` folder: on ``close`` the manifest lists what the
+    folder holds (``Manifest.settle``), so a later ``overwrite=True`` removes only those files."""
+
+    def __init__(self, sink, manifest: Manifest, name: str):
+        self.sink, self.manifest, self.name = sink, manifest, name
+
+    def write(self, step: int, record: dict, sentences: list[str]) -> None:
+        self.sink.write(step, record, sentences)
+
+    def close(self) -> None:
+        self.sink.close()
+        self.manifest.settle(self.name)
+
+
 def _add(manifest: Manifest, name: str, kind: str, make, out: list) -> None:
     manifest.record(name, kind=kind)  # listed before it is written
     try:
-        out.append(make())
+        sink = make()
+        out.append(_Settled(sink, manifest, name) if kind == "scratch" else sink)
     except BaseException:
         for sink in out:
             sink.close()
