@@ -218,9 +218,11 @@ def write_header(text: str, lines: list[str]) -> str:
     return head + "".join(line + "\n" for line in lines) + rest
 
 
-def compare(expected: str, found: str, rtol: float) -> list[str]:
+def compare(expected: str, found: str, rtol: float, loss_factor: float | None = None) -> list[str]:
     """Differences between two measured sentences: words must be equal, numbers within ``rtol``.
 
+    ``loss_factor``: a final-loss ratio (a number followed by ``" x baseline"``) may instead differ by
+    up to this factor either way (short float32 training runs end at CPU-dependent losses).
     Returns one-line problems, ``[]`` when they agree. Items are the ``"; "``-separated settings.
     """
     want, got = expected.split("; "), found.split("; ")
@@ -232,8 +234,15 @@ def compare(expected: str, found: str, rtol: float) -> list[str]:
         if words_a != words_b:
             problems.append(f"stated {b!r}, measured {a!r}")
             continue
-        for x, y in zip(NUMBER.findall(a), NUMBER.findall(b), strict=True):
-            if not math.isclose(float(x), float(y), rel_tol=rtol, abs_tol=1e-12):
-                problems.append(f"stated {b!r}, measured {a!r} ({y} vs {x}, rtol {rtol})")
+        for m, y in zip(NUMBER.finditer(a), NUMBER.findall(b), strict=True):
+            x = m.group()
+            if loss_factor is not None and a[m.end() :].startswith(" x baseline") and float(x) * float(y) > 0:
+                ok = abs(math.log(float(y) / float(x))) <= math.log(loss_factor) + 1e-12
+                tol = f"factor {loss_factor:g}"
+            else:
+                ok = math.isclose(float(x), float(y), rel_tol=rtol, abs_tol=1e-12)
+                tol = f"rtol {rtol}"
+            if not ok:
+                problems.append(f"stated {b!r}, measured {a!r} ({y} vs {x}, {tol})")
                 break
     return problems

@@ -24,7 +24,6 @@ QUICK_VERDICTS = {
     "C5": "reproduced under conditions",
     "C7": "reproduced under conditions",
     "C8": "reproduced",
-    "C11": "reproduced under conditions",
     "C12": "reproduced",
     "C13": "reproduced",
 }
@@ -70,15 +69,29 @@ def test_quick_verdicts(report):
     assert got == QUICK_VERDICTS
 
 
+def test_c11_quick_verdict_follows_its_recurrent_c_run_near_the_line(report):
+    """C11 at --quick rests on one seed of dropout on the recurrent c, which ends near the criterion's
+    0.5 x baseline on every CPU measured (0.47 and 0.82): the verdict follows that number (README)."""
+    _, payload = report
+    c11 = by_id(payload)["C11"]
+    ratio = c11["numbers"]["variants"]["recurrent c"]["median_final_ratio"]
+    line = c11["criteria"]["min_memory_ratio"]
+    assert line == 0.5 and 0.5 * line < ratio < 2 * line  # near the line: the CPU decides the side
+    assert c11["verdict"] == ("reproduced under conditions" if ratio >= line else "not reproduced")
+    readme = (ROOT / "README.md").read_text()
+    assert "C11's depends on the CPU" in readme and "0.5 x baseline" in readme
+
+
 def test_readme_names_the_claims_whose_quick_verdict_differs_from_the_full_run(report):
     """The README's sentence on ``--quick`` names exactly the claims whose quick verdict differs from
-    the stored full run (C9 aside: it times the device), each with the quick verdict it states."""
+    the stored full run (C9 aside: it times the device; C11 too, whose quick verdict depends on the
+    CPU, see the test above), each with the quick verdict it states."""
     _, payload = report
     quick = {k: v["verdict"] for k, v in by_id(payload).items()}
     full = {
         e["id"]: e["verdict"] for e in json.loads((ROOT / "experiments" / "claims_full.json").read_text())
     }
-    differ = {k: quick[k] for k in quick if quick[k] != full[k] and k != "C9"}
+    differ = {k: quick[k] for k in quick if quick[k] != full[k] and k not in ("C9", "C11")}
     readme = (ROOT / "README.md").read_text()
     paragraph = readme[readme.index("Where `--quick` cannot show the full verdict:") :].split("\n\n")[0]
     stated = dict(re.findall(r'(C\d+) \([^)]*"([a-z ]+)"\)', paragraph))

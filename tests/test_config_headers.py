@@ -11,6 +11,15 @@ float32 fit of a nearly flat curve (a half-life of hundreds of steps is ln 2 / a
 by a few 0.1 % between XLA versions and CPUs; a real change (a different set-up, a 2x half-life, a
 flipped direction) is far outside it. Integers (solved counts, steps) are compared the same way,
 which at these sizes means exactly.
+
+LOSS_FACTOR = 1.5, for the final-loss ratios of the ``--quick`` training lines only: a few hundred
+float32 training steps amplify rounding differences between CPUs (XLA:CPU generates different code
+per instruction set: on the AMD EPYC with AVX-512 that CI ran on at stop 24, pinning XLA to AVX2
+moved copy's quick GRU loss from 0.0433 to 0.0374 x baseline). Between the two kinds of machine CI
+has run on, the same commit gave 0.0374/0.0383 (adding), 0.0462/0.0482 and 0.053/0.0495
+(lstm_variants), 0.0451/0.0433 (copy GRU) and, for copy's LSTM that does not solve the task,
+0.322/0.247; solved counts and median steps were the same. Words and integers stay exact, so a
+run that stops solving, or a loss that moves to the baseline, still fails.
 """
 
 import json
@@ -31,6 +40,7 @@ TRAIN_IN_REPORT = [
     "residual_training",
 ]  # run by gradflow claims --quick
 RTOL = 0.02
+LOSS_FACTOR = 1.5
 DIRECTION = re.compile(
     r"\b(?:vanish|explod|grow|grew|decay|solv|diverg|keep|kept|lose|lost|loses|blow|blew|shrink|"
     r"surviv|fall|falls|rise|rises|creep|stays|sits|beats?|fails?)\w*",
@@ -42,7 +52,7 @@ def _text(name):
     return (ROOT / "configs" / f"{name}.yaml").read_text()
 
 
-def problems(config_text, size, summary):
+def problems(config_text, size, summary, loss_factor=None):
     """What the ``measured (size ...)`` line of ``config_text`` gets wrong about ``summary``."""
     stated = words.read_header(config_text)
     if size not in stated:
@@ -52,12 +62,12 @@ def problems(config_text, size, summary):
         if words.measured_head(size, summary) in config_text
         else [f"head is not {words.measured_head(size, summary)!r}"]
     )
-    return found + words.compare(words.measured_sentence(summary), stated[size], RTOL)
+    return found + words.compare(words.measured_sentence(summary), stated[size], RTOL, loss_factor)
 
 
-def _check(name, size, run_dir):
+def _check(name, size, run_dir, loss_factor=None):
     summary = json.loads((run_dir / "summary.json").read_text())
-    found = problems(_text(name), size, summary)
+    found = problems(_text(name), size, summary, loss_factor)
     fix = f"regenerate it: python tools/config_headers.py --write configs/{name}.yaml"
     assert not found, f"configs/{name}.yaml ({size}): {found}; {fix}"
 
@@ -70,11 +80,11 @@ def test_measurement_config_header_states_what_the_run_measures(name, size, conf
 
 @pytest.mark.parametrize("name", TRAIN_IN_REPORT)
 def test_training_config_quick_header_states_what_the_run_measures(name, report):
-    _check(name, "--quick", report[0] / "runs" / f"{name}_quick")
+    _check(name, "--quick", report[0] / "runs" / f"{name}_quick", LOSS_FACTOR)
 
 
 def test_copy_quick_header_states_what_the_run_measures(config_run):
-    _check("copy", "--quick", config_run("copy"))
+    _check("copy", "--quick", config_run("copy"), LOSS_FACTOR)
 
 
 @pytest.mark.parametrize("name", MEASURE + TRAIN_IN_REPORT + ["copy"])

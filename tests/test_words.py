@@ -109,6 +109,17 @@ def test_compare_words_exactly_numbers_within_rtol():
     assert "1.6 vs 1.49" in words.compare(a, a.replace("1.49", "1.6"), 0.02)[0]
     assert words.compare(a, a.replace("LSTM grows, doubles", "LSTM vanishes, halves"), 0.02)
     assert words.compare(a, a.split("; ")[0], 0.02) == ["1 settings stated, 2 measured: " + repr(a)]
+    loss = (
+        "LSTM: not solved (0/1), final loss 0.247 x baseline; "
+        "GRU: solved 1/1 (median step 500), final loss 0.0433 x baseline"
+    )
+    other_cpu = loss.replace("0.247", "0.322").replace("0.0433", "0.0451")
+    assert "0.322 vs 0.247, rtol 0.02" in words.compare(loss, other_cpu, 0.02)[0]
+    assert words.compare(loss, other_cpu, 0.02, loss_factor=1.5) == []
+    far = words.compare(loss, loss.replace("0.247", "0.5"), 0.02, loss_factor=1.5)
+    assert "0.5 vs 0.247, factor 1.5" in far[0]
+    assert words.compare(loss, loss.replace("step 500", "step 600"), 0.02, loss_factor=1.5)  # steps: rtol
+    assert words.compare(loss, loss.replace("1/1", "0/1"), 0.02, loss_factor=1.5)
 
 
 def test_header_lines_round_trip_through_a_config(tmp_path):
