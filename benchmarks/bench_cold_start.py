@@ -55,13 +55,15 @@ events = []
 import jax
 jax.monitoring.register_event_duration_secs_listener(
     lambda name, secs, **kw: events.append((name.rsplit("/", 1)[-1], kw.get("fun_name", ""), secs)))
-from gradflow.cli import main
+from gradflow import cli
 t0 = time.perf_counter()
 try:
-    main(["run", sys.argv[1], "-o", sys.argv[2], *sys.argv[3:]])
+    code = cli.main(["run", sys.argv[1], "-o", sys.argv[2], *sys.argv[3:]])
 except SystemExit as e:
-    assert not e.code, e.code
+    code = e.code
+assert not code, code
 print(json.dumps({"run": time.perf_counter() - t0, "events": events}))
+getattr(cli, "exit_quickly", sys.exit)(code)  # as the gradflow command ends, where it has one
 """
 
 STAGES = {"jaxpr_trace_duration": "trace", "jaxpr_to_mlir_module_duration": "lower",

@@ -77,3 +77,24 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_command_exits_quickly_after_the_exit_handlers_and_with_main_s_code(tmp_path):
+    """exit_quickly (the end of the gradflow command): exit handlers run (JAX's clean-up among them),
+    buffered streams and files left open reach the disk, the code is main's."""
+    script = f"""
+import atexit, pathlib, sys
+import jax.numpy as jnp
+from gradflow.cli import exit_quickly
+jnp.ones(3).block_until_ready()
+atexit.register(lambda: pathlib.Path({str(tmp_path / "handler")!r}).write_text("ran"))
+left_open = open({str(tmp_path / "open.txt")!r}, "w")
+left_open.write("buffered, never closed")
+print("buffered stdout", end="")
+exit_quickly(3)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "buffered stdout"
+    assert (tmp_path / "handler").read_text() == "ran"
+    assert (tmp_path / "open.txt").read_text() == "buffered, never closed"

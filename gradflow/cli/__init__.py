@@ -178,6 +178,39 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM: unwind like Ctrl-C, so temp files are removed
 
 
+def entry() -> None:
+    """The ``gradflow`` command (console script and ``python -m gradflow.cli``): ``main()``, then
+    ``exit_quickly``. An exception from ``main`` exits the ordinary way."""
+    exit_quickly(main())
+
+
+def exit_quickly(code: int | None) -> None:
+    """End the process with ``code`` without tearing the interpreter down.
+
+    For when everything is written: runs the exit handlers (logging, JAX's clean-up, which ends a
+    ``jax.distributed`` run with its shutdown barrier, file locks, matplotlib), flushes every file
+    object still open (the standard streams; anything a user's module left open) and leaves with
+    ``os._exit``. That skips the destruction of the imported modules and of XLA's objects, 0.4-0.5 s
+    after ``gradflow run compare_cells``, for 0.1 s of looking for open files.
+    """
+    import atexit
+    import contextlib
+    import gc
+    import io
+    import os
+
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:  # not CPython: the ordinary exit
+        sys.exit(code)
+    run_exit_handlers()
+    for obj in gc.get_objects():  # files still open (gradflow closes its own): flush their buffers
+        if isinstance(obj, io.IOBase):
+            with contextlib.suppress(Exception):  # closed, unflushable, a closed pipe (gradflow list | head)
+                if not obj.closed:
+                    obj.flush()
+    os._exit(int(code or 0))
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading

@@ -1,7 +1,5 @@
 """``python -m gradflow.cli``: the ``gradflow`` command."""
 
-import sys
+from gradflow.cli import entry
 
-from gradflow.cli import main
-
-sys.exit(main())
+entry()
