@@ -32,6 +32,11 @@ each XLA:CPU compile keeps ~1.5 cores busy), importing matplotlib on a thread du
 (no gain), the blocks' normal draws of an LSTM/GRU vmapped with one QR per block (bit-identical,
 no gain; a batched QR, jnp.linalg.qr of [blocks, n, n], hangs claim C14 as the vmapped orthogonal
 init did).
+
+At d777738 (another machine, an AMD EPYC, quiet, --repeat 5): before d777738, 14.56 -> 7.72 s
+(1.89x; per group XLA 1.39-1.88 -> 0.53-0.95 s); with the command ending in
+gradflow.cli.exit_quickly (exit handlers, open files flushed, then os._exit: the interpreter's
+teardown of jax/XLA took 0.4-0.5 s), 14.62 -> 7.05 s (2.07x; XLA 9.48 -> 3.94 s in all).
 """
 
 from __future__ import annotations
