@@ -28,7 +28,6 @@ import jax.numpy as jnp
 from gradflow.measure import remat as _remat
 from gradflow.measure.fit import LN10, DecayFit, decay_fit
 from gradflow.measure.taps import all_finite, finite_flag, join, param_tap, probe, rescale, ys_tap
-from gradflow.measure.taps import all_finite as _all_finite  # noqa: F401  (model.py)
 from gradflow.measure.taps import float_leaves as _float_leaves
 from gradflow.seam import Cell, as_step
 

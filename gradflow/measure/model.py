@@ -24,8 +24,8 @@ import jax.numpy as jnp
 from flax import linen, nnx
 from flax.linen.recurrent import flip_sequences
 
-from gradflow.measure.flow import GradientFlow, _all_finite, _float_leaves, _result
-from gradflow.measure.taps import finite_flag, join, param_tap, probe, ys_tap
+from gradflow.measure.flow import GradientFlow, _result
+from gradflow.measure.taps import all_finite, finite_flag, float_leaves, join, param_tap, probe, ys_tap
 
 PyTree = Any
 
@@ -89,7 +89,7 @@ class _Recorder:
         key = self.key(path)
         length = xs.shape[0]
         leaves = jax.tree_util.tree_leaves(carry0)
-        if not leaves or len(_float_leaves(carry0)) != len(leaves):
+        if not leaves or len(float_leaves(carry0)) != len(leaves):
             raise ValueError(f"model_flow: the carry of {key} must be floating arrays")
         self.inside += 1
         try:
@@ -107,7 +107,7 @@ class _Recorder:
         """``gradient_flow``'s scan body (``flow.py``: probe, step, join; ys_tap on the outputs),
         with ``_enter`` on the initial carry and on each step's input."""
         d, w = self.slots[key]
-        dtype = jnp.result_type(*_float_leaves(carry0))
+        dtype = jnp.result_type(*float_leaves(carry0))
         zero = jnp.zeros((), dtype)
         float_x = jnp.issubdtype(xs.dtype, jnp.inexact)
 
@@ -128,7 +128,7 @@ class _Recorder:
         state, (ys, z, flags) = jax.lax.scan(body, _enter(carry0, zero, zero), inputs)
         carry, s, _ = probe(*state, jax.tree_util.tree_map(lambda a: a[length], d), zero, zero)
         self.sinks.append(s)
-        self.finite[key] = jnp.concatenate([_all_finite(carry0)[None], flags == 0])
+        self.finite[key] = jnp.concatenate([all_finite(carry0)[None], flags == 0])
         return carry, ys_tap(ys, z)
 
 
