@@ -13,8 +13,8 @@ Prints one line per target with the median times and their ratio:
   4. gradflow LSTM fwd+bwd vs flax.linen.RNN(OptimizedLSTMCell) (target <= 1.1);
   5. remat: peak memory at T=100,000 (H=128, B=8; target < 2 GB) and time overhead.
 
-[1] measured on the 2-core CPU, quiet (medians of 21 interleaved calls), flow/grad with shares,
-without shares, and before (33a483d~1, the earlier taps):
+[1] measured on the 2-core CPU of stop 23, quiet (medians of 21 interleaved calls), flow/grad with
+shares, without shares, and before (33a483d~1, the earlier taps):
     lstm T=1000 H=128  0.986  1.062  0.987  |  lstm T=200 H=64  1.001  0.960  1.054
     gru  T=1000 H=128  1.013  1.031  1.050  |  gru  T=200 H=64  1.004  0.963  1.057
     rnn  T=1000 H=128  1.010  0.998  1.051  |  rnn  T=200 H=64  0.997  1.025  1.193
@@ -22,6 +22,14 @@ Every ratio within 1.05 with the per-step shares (their parameter-gradient norm 
 squares in one buffer since 6ec8357: rnn T=200 H=64 was 1.107-1.18 with one reduction per leaf).
 Under load from other processes single ratios move by +-5% and outliers occur (once lstm T=1000
 3.5x in one run with 2 other jobs on the 2 cores, 1.07-1.11 when rerun in the same conditions).
+
+On a second CPU (AMD EPYC with AVX-512, the machine of stops 24-25), quiet, medians of 21-31,
+six runs over two sessions: lstm T=1000 0.956-1.033, gru T=1000 0.958-1.054, rnn T=1000
+1.011-1.058; lstm T=200 H=64 1.016-1.097, gru T=200 H=64 0.993-1.069, rnn T=200 H=64 1.052-1.149.
+There a forward and backward step at H=64 takes 25-33 us and the flow's fixed per-step additions
+are 5-10% of it: the parameter-gradient norm of the shares about 1 us (bench_step_norm.py), the
+carry norm 0.3-0.45 us, the finite flags and the scalar bookkeeping the rest; at H=128 the same
+additions are within noise.
 """
 
 from __future__ import annotations
