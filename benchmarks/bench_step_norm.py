@@ -35,8 +35,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from _timing import interleaved_medians
+from bench_gradient_flow import loss_fn, setup
 
-from gradflow import cells
+import gradflow
 from gradflow.measure import taps
 
 
@@ -77,17 +78,16 @@ def backward_loop(T, B, H, I, extra):
 
 
 def full_step(T, B, H, I):
-    """``jax.grad`` of gradflow's tanh RNN unrolled over ``T`` steps: a whole forward and backward."""
-    cell = cells.get("rnn", hidden_size=H)
-    params = cell.init(jax.random.key(0), I)
-    xs = jax.random.normal(jax.random.key(1), (T, B, I))
+    """``jax.grad`` of gradflow's tanh RNN unrolled over ``T`` steps (``bench_gradient_flow``'s
+    plain reference): a whole forward and backward."""
+    cell, params, carry0, xs = setup(T, B, H, I, name="rnn")
 
-    def loss(p):
-        carry, _ = jax.lax.scan(lambda c, x: cell.step(p, c, x), cell.initial_carry(B), xs)
-        return jnp.mean(carry**2)
+    def plain(p):
+        carry, ys = gradflow.unroll(cell, p, carry0, xs)
+        return loss_fn(ys, carry)
 
-    grad = jax.jit(jax.grad(loss))
-    return lambda: grad(params)
+    grad = jax.jit(jax.grad(plain))
+    return partial(grad, params)
 
 
 def main():
