@@ -21,10 +21,10 @@ unrolled cell), the share of ``gradient_flow``'s cost that this norm is at this 
 
 Measured (2-core AMD EPYC with AVX-512, jax 0.10.2, quiet, median of 301, two runs): plain
 backward loop 17.4-17.5 us/step; carry norm +0.31-0.45 us (1.02-1.03x); param norm (gradflow's)
-+0.85-0.94 us (1.05x); per leaf 1.07x; vdot 1.08-1.09x; sum of squares 1.06-1.07x; a whole forward and
-backward step 32-34 us, of which gradflow's parameter norm is 2.5-2.9%. So the per-step
-parameter-gradient norm costs about 1 us per step in every formulation tried here: a few small
-kernels on 25 KB of data, about 0.25 us each, a fixed cost per step whatever the hidden size.
++0.85-0.94 us (1.05x); per leaf 1.07x; vdot 1.08-1.09x; sum of squares 1.06-1.07x. A whole forward
+and backward step took 30-34 us over three runs, of which gradflow's parameter norm is 2.5-3.1%. So
+the per-step parameter-gradient norm costs about 1 us per step in every formulation tried here, on
+25 KB of data: a fixed cost per step, whatever the hidden size.
 """
 
 from __future__ import annotations
